@@ -1,0 +1,1 @@
+"""The study service: study files, schedulers, storage, workers, reports, export, CLI."""

@@ -1,0 +1,1 @@
+"""SAAN network, BAID data, trainer and metrics. Knows nothing of Optuna or hpo/."""
