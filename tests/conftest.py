@@ -1,0 +1,101 @@
+"""Shared pytest fixtures.
+
+Storage fixtures (this block) come first; add other fixtures below the marked line.
+
+PostgreSQL comes from ``.ci/pg.sh`` (CI starts it in ``.ci/run``; locally run
+``eval "$(.ci/pg.sh start)"``), which exports:
+
+- ``SAAN_HPO_TEST_PG_URL``:  ``postgresql+psycopg://user:pass@127.0.0.1:PORT/saan_hpo_test``;
+  the role may create databases.
+- ``SAAN_HPO_TEST_PG_DATA``: the server's data dir.
+- ``SAAN_HPO_TEST_PG_CTL``:  command prefix taking ``start|stop|restart`` (reads the data dir
+  from ``SAAN_HPO_TEST_PG_DATA``).
+
+Without ``SAAN_HPO_TEST_PG_URL`` the PostgreSQL tests skip, except under CI, where they fail:
+no test may pass in CI by skipping. Tests using these fixtures get the ``postgres`` marker, so
+``pytest -m "not postgres"`` leaves them out.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+# Progress bars garble pytest output; subprocesses (workers) inherit this too.
+os.environ["SAAN_HPO_NO_PROGRESS"] = "1"
+
+PG_FIXTURES = {"pg_server_url", "pg_url", "pg_restart"}
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _require_env(name: str) -> str:
+    value = os.environ.get(name)
+    if value:
+        return value
+    message = f"{name} is not set: start a test server with `eval \"$(.ci/pg.sh start)\"`"
+    if _in_ci():
+        pytest.fail(f"CI=true but {message} (.ci/run should have done it)", pytrace=False)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> sa.URL:
+    """URL of the test server's own database (shared by all tests: create nothing in it)."""
+    return sa.make_url(_require_env("SAAN_HPO_TEST_PG_URL"))
+
+
+@pytest.fixture
+def pg_url(pg_server_url: sa.URL) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards.
+
+    The URL string includes the password (SQLAlchemy's ``str(url)`` would mask it).
+    """
+    name = f"saan_hpo_t_{uuid.uuid4().hex}"
+    # NullPool: keep no connection to the maintenance db open across a pg_restart.
+    admin = sa.create_engine(
+        pg_server_url.set(database="postgres"), poolclass=sa.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_server_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        # FORCE ends connections a test (or a worker process it started) left open.
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_restart(pg_server_url: sa.URL) -> Callable[[], None]:
+    """Call to restart the PostgreSQL server (fast shutdown: open connections are cut)."""
+    command = [*shlex.split(_require_env("SAAN_HPO_TEST_PG_CTL")), "restart"]
+
+    def restart() -> None:
+        subprocess.run(command, check=True, timeout=120, stdout=subprocess.DEVNULL)
+
+    return restart
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a new SQLite database file in the test's temp dir."""
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+# ---- fixtures from other modules' tests go below this line -------------------------------------
