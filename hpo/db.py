@@ -1,0 +1,202 @@
+"""The service's own tables, beside Optuna's in the same database.
+
+Optuna's RDBStorage holds the study as Optuna sees it (params, reported values,
+states). What Optuna has no notion of lives here: which trial is paused at
+which rung, who holds a lease on it, which rung decisions were taken, which
+worker trained which epoch when. Everything is SQLAlchemy 2 Core, so the same
+code runs on SQLite and PostgreSQL.
+
+Concurrency: every write that decides something runs in one transaction.
+SQLite gets WAL (readers never block the writer), a long busy timeout and
+``BEGIN IMMEDIATE`` (take the write lock up front, so two transactions never
+deadlock upgrading read locks -- the cause of "database is locked").
+PostgreSQL gets a pooled, pre-pinged engine; claims use ``FOR UPDATE SKIP
+LOCKED`` there and a compare-and-set update everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+from model.errors import SaanError
+
+SQLITE_BUSY_SECONDS = 60.0
+
+metadata = sa.MetaData()
+
+studies = sa.Table(
+    "saan_studies", metadata,
+    sa.Column("name", sa.String(512), primary_key=True),
+    sa.Column("spec_hash", sa.String(64), nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("ready", sa.Boolean, nullable=False, default=False),
+)
+
+trials = sa.Table(
+    "saan_trials", metadata,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("optuna_trial_id", sa.Integer, nullable=False),
+    sa.Column("params_json", sa.Text, nullable=False),
+    # waiting (claimable) | running | paused (at an undecided rung) | pruned | complete | failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("rung", sa.Integer, nullable=False, default=0),
+    sa.Column("target_epoch", sa.Integer, nullable=False),
+    sa.Column("epochs_done", sa.Integer, nullable=False, default=0),
+    sa.Column("last_value", sa.Float),
+    sa.Column("checkpoint_id", sa.String(256)),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires", sa.Float),
+    # Optuna has been told the final state (pruned/complete/failed) and
+    # pruned checkpoints are deleted; until then any worker finishes the job.
+    sa.Column("finalized", sa.Boolean, nullable=False, default=False),
+    sa.Column("claims", sa.Integer, nullable=False, default=0),
+    sa.Column("updated_at", sa.Float),
+)
+
+rungs = sa.Table(
+    "saan_rungs", metadata,
+    sa.Column("study", sa.String(512), primary_key=True),
+    # The primary key makes a rung decidable exactly once.
+    sa.Column("rung", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("values_json", sa.Text, nullable=False),
+    sa.Column("survivors_json", sa.Text, nullable=False),
+    sa.Column("pruned_json", sa.Text, nullable=False),
+    sa.Column("decided_at", sa.Float, nullable=False),
+    sa.Column("decided_by", sa.String(64)),
+)
+
+workers = sa.Table(
+    "saan_workers", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("study", sa.String(512), nullable=False, index=True),
+    sa.Column("host", sa.String(256)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("device", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False),  # active | exited
+    sa.Column("current_trial", sa.Integer),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+
+epochs = sa.Table(
+    "saan_epochs", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("study", sa.String(512), nullable=False, index=True),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("worker", sa.String(64)),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("value", sa.Float),
+    sa.Column("metrics_json", sa.Text),
+    # False when the epoch was trained but its trial had lost its lease: the
+    # work was done (and is counted as spent) but never reported.
+    sa.Column("kept", sa.Boolean, nullable=False, default=True),
+)
+
+
+class StorageError(SaanError):
+    """The storage URL is malformed or the database cannot be reached."""
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for logs, tables and reports."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: still never print what may be a secret
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def resolve_url(url: str) -> str:
+    """Fill a PostgreSQL password from PGPASSWORD or SAAN_HPO_PGPASSWORD_FILE when the URL has none."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StorageError(f"storage URL {mask_url(url)!r}: expected a SQLAlchemy URL such as "
+                           "sqlite:///study.db or postgresql+psycopg://user@host/db") from None
+    if parsed.get_backend_name() == "postgresql" and parsed.password is None:
+        password = os.environ.get("PGPASSWORD")
+        secret_file = os.environ.get("SAAN_HPO_PGPASSWORD_FILE")
+        if password is None and secret_file:
+            password = Path(secret_file).read_text().strip()
+        if password is not None:
+            parsed = parsed.set(password=password)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_service_engine(url: str) -> Engine:
+    """Engine for the service's tables, tuned per backend (see module docstring)."""
+    url = resolve_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, _record):
+            # Let SQLAlchemy, not the driver, decide when transactions begin.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2,
+                            pool_recycle=1800, pool_timeout=60)
+
+
+def optuna_engine_kwargs(url: str) -> dict:
+    """Engine options for Optuna's RDBStorage on the same database."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800}
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_tables(engine: Engine) -> None:
+    metadata.create_all(engine)
+
+
+TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
+
+
+def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: float = 10.0,
+             deadline: float = 600.0, log=None, **kwargs):
+    """Call ``fn`` until it succeeds, backing off on transient database errors.
+
+    A worker whose database restarts or briefly disappears waits and carries on
+    instead of losing its trial; after ``deadline`` seconds the error stands.
+    """
+    wait, start = first_wait, time.monotonic()
+    tries = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except TRANSIENT_ERRORS as err:
+            tries += 1
+            if time.monotonic() - start > deadline or (attempts and tries >= attempts):
+                raise
+            if log is not None:
+                log.warning("database unavailable (%s); retrying in %.1fs",
+                            type(err.orig or err).__name__, wait)
+            time.sleep(wait)
+            wait = min(max_wait, wait * 2)

@@ -1,0 +1,156 @@
+"""What a worker trains: the SAAN trainer, or recorded curves replayed.
+
+Both follow the trainer's protocol (model/train.py): ``epoch``,
+``fit(until_epoch, on_epoch_end)`` continuing from wherever the run is, and a
+state that resumes it exactly. The replay drives ``simulate``, the scheduler
+tests and the benchmarks with the very same worker code that trains SAAN.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+from model.errors import DataError
+from hpo.spec import StudySpec
+
+EpochCallback = Callable[[int, dict], Any]
+
+
+class TrialRun(Protocol):
+    epoch: int
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None) -> Any: ...
+
+    def to_bytes(self) -> bytes: ...
+
+    def load_bytes(self, payload: bytes) -> None: ...
+
+
+class SaanRun:
+    """The SAAN trainer as a trial run; its checkpoint is the trainer's exact state."""
+
+    def __init__(self, spec: StudySpec, params: Mapping[str, Any], device: str | None):
+        from model.train import Trainer  # torch is imported only by workers that train
+
+        self.trainer = Trainer(spec.run_config(params), device=device)
+
+    @property
+    def epoch(self) -> int:
+        return self.trainer.epoch
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+        return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end)
+
+    def to_bytes(self) -> bytes:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.trainer.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def load_bytes(self, payload: bytes) -> None:
+        import torch
+
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        self.trainer.load_state_dict(state)
+
+
+class LearningCurves:
+    """Recorded curves: for each grid point, the metric after each epoch.
+
+    CSV columns: one per grid axis (named as in the study file), then ``epoch``
+    and ``value``; one row per configuration and epoch.
+    """
+
+    def __init__(self, table: dict[tuple, dict[int, float]], axes: list[str], source: str):
+        self.table, self.axes, self.source = table, axes, source
+
+    @classmethod
+    def load(cls, path: str | Path, spec: StudySpec) -> "LearningCurves":
+        import pandas as pd
+
+        source = str(path)
+        try:
+            frame = pd.read_csv(path)
+        except FileNotFoundError:
+            raise DataError(f"{source}: file not found") from None
+        except Exception as err:
+            raise DataError(f"{source}: not a readable CSV ({err})") from None
+        axes = list(spec.grid)
+        for column in axes + ["epoch", "value"]:
+            if column not in frame.columns:
+                raise DataError(f"{source}: column {column!r}: missing (expected the grid axes "
+                                f"{', '.join(axes)}, then epoch and value)")
+        table: dict[tuple, dict[int, float]] = {}
+        for params in spec.grid_points():
+            mask = True
+            for axis in axes:
+                want = params[axis]
+                col = frame[axis]
+                if isinstance(want, float):
+                    mask = mask & col.apply(lambda v: _close(v, want))
+                else:
+                    mask = mask & (col.astype(str) == str(want))
+            rows = frame[mask]
+            if rows.empty:
+                raise DataError(f"{source}: no rows for configuration {params}")
+            table[cls.key(params, axes)] = {int(e): float(v) for e, v in zip(rows["epoch"], rows["value"])}
+        return cls(table, axes, source)
+
+    @staticmethod
+    def key(params: Mapping[str, Any], axes: list[str]) -> tuple:
+        return tuple(repr(params[a]) for a in axes)
+
+    def curve(self, params: Mapping[str, Any]) -> dict[int, float]:
+        return self.table[self.key(params, self.axes)]
+
+    def value(self, params: Mapping[str, Any], epoch: int) -> float:
+        curve = self.curve(params)
+        if epoch not in curve:
+            raise DataError(f"{self.source}: configuration {dict(params)}: no value at epoch {epoch}")
+        return curve[epoch]
+
+
+def _close(value: Any, want: float) -> bool:
+    try:
+        return math.isclose(float(value), want, rel_tol=1e-9, abs_tol=0.0)
+    except (TypeError, ValueError):
+        return False
+
+
+class ReplayRun:
+    """Replays one configuration's recorded curve, optionally sleeping per epoch."""
+
+    def __init__(self, curves: LearningCurves, params: Mapping[str, Any], metric: str,
+                 epoch_seconds: float = 0.0):
+        self.curves, self.params, self.metric = curves, dict(params), metric
+        self.epoch_seconds = epoch_seconds
+        self.epoch = 0
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+        while self.epoch < until_epoch:
+            if self.epoch_seconds:
+                time.sleep(self.epoch_seconds)
+            self.epoch += 1
+            metrics = {self.metric: self.curves.value(self.params, self.epoch)}
+            if on_epoch_end is not None and on_epoch_end(self.epoch, metrics) is False:
+                break
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"epoch": self.epoch, "params": self.params}).encode()
+
+    def load_bytes(self, payload: bytes) -> None:
+        self.epoch = int(json.loads(payload)["epoch"])
+
+
+def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurves | None = None,
+                epoch_seconds: float = 0.0) -> Callable[[Mapping[str, Any]], TrialRun]:
+    """How the worker turns a claimed trial's params into a run."""
+    if curves is not None:
+        return lambda params: ReplayRun(curves, params, spec.metric, epoch_seconds)
+    return lambda params: SaanRun(spec, params, device)
