@@ -84,6 +84,8 @@ class Coordinator:
                 conn.execute(db.studies.insert().values(
                     name=self.study, spec_hash=self.spec.spec_hash(),
                     spec_json=json.dumps(self.spec.identity(), default=str),
+                    run_json=json.dumps(self.spec.run.to_mapping(), default=str),
+                    artifacts=self.spec.artifacts,
                     created_at=time.time(), ready=False))
             return True
         except sa.exc.IntegrityError:

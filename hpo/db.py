@@ -35,7 +35,9 @@ studies = sa.Table(
     "saan_studies", metadata,
     sa.Column("name", sa.String(512), primary_key=True),
     sa.Column("spec_hash", sa.String(64), nullable=False),
-    sa.Column("spec_json", sa.Text, nullable=False),
+    sa.Column("spec_json", sa.Text, nullable=False),  # the identity that is hashed
+    sa.Column("run_json", sa.Text, nullable=False),  # the full run config, for export
+    sa.Column("artifacts", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("ready", sa.Boolean, nullable=False, default=False),
 )

@@ -53,7 +53,7 @@ def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.
     else:
         created = optuna_link.add_waiting_trials(study, spec)
     coord.add_trials(created)
-    log.info("created study %r: %d configurations, %s, boundaries %s, %d epochs planned "
+    log.debug("created study %r: %d configurations, %s, boundaries %s, %d epochs planned "
              "(full grid %d)", spec.name, len(created), spec.scheduler.kind, spec.boundaries,
              spec.planned_epochs(), spec.full_grid_epochs())
     engine.dispose()

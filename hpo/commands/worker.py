@@ -1,0 +1,31 @@
+"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from hpo.commands.common import add_replay, add_study_file, replay_curves, resolve_spec
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_file(parser)
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+    add_replay(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpo.objective import run_factory
+    from hpo.study import open_or_create
+    from hpo.worker import Worker
+
+    spec, storage, artifacts = resolve_spec(args)
+    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    curves = replay_curves(args, spec)
+    open_or_create(spec, storage)
+    device = args.device or spec.run.trainer.device
+    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
+                                               epoch_seconds=args.replay_epoch_seconds),
+                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
+    return worker.run()
