@@ -1,0 +1,248 @@
+"""BAID on disk, as published, and the batches the trainer sees.
+
+Layout: ``<root>/images/<name>`` and ``<root>/dataset/{train,val,test}_set.csv``
+with columns ``image`` and ``score`` (0-10). Validation is ``val_set.csv`` when
+present, else a split carved from train with ``split_seed`` / ``val_fraction``.
+
+Transforms are the paper's: resize to image_size x image_size (bilinear, PIL,
+aspect not kept, no crop), random horizontal flip for train only, ImageNet
+normalisation. Decoding a full-size BAID JPEG costs far more than a training
+step at small sizes, so the first pass writes the resized uint8 images into a
+cache file (model/cache.py) and later epochs only read and flip. Flip and
+normalisation are tensor ops on whole batches (normalise_batch, flip_batch), so
+the trainer can run them on the device.
+
+Bad input is found here, in the main process, while building the index or the
+cache, never deep inside a DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.config import DataConfig
+from model.errors import DataError, ImageError
+
+SPLITS = ("train", "val", "test")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger(__name__)
+
+
+# ---- the index: CSV rows --------------------------------------------------
+def csv_path(root: Path, split: str) -> Path:
+    return root / "dataset" / f"{split}_set.csv"
+
+
+def read_split_csv(path: Path) -> list[tuple[str, float]]:
+    """(image name, score) rows of one BAID CSV; DataError names the file and column."""
+    if not path.is_file():
+        raise DataError(f"{path}: CSV file not found (expected columns image, score)")
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        for column in ("image", "score"):
+            if column not in columns:
+                raise DataError(f"{path}: column {column!r} missing (found {', '.join(columns) or 'none'})")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                score = float(row["score"])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}:{line}: column 'score': expected a number, "
+                                f"got {row['score']!r}") from None
+            if not 0.0 <= score <= 10.0:
+                raise DataError(f"{path}:{line}: column 'score': expected 0-10, got {score}")
+            rows.append((row["image"], score))
+    return rows
+
+
+def split_rows(cfg: DataConfig, split: str) -> list[tuple[str, float]]:
+    """The rows of ``split``; val is carved from train when val_set.csv is absent."""
+    if split not in SPLITS:
+        raise DataError(f"{cfg.root}: unknown split {split!r} (expected {', '.join(SPLITS)})")
+    root = Path(cfg.root)
+    if split == "test" or csv_path(root, "val").is_file():
+        return read_split_csv(csv_path(root, split))
+    train = read_split_csv(csv_path(root, "train"))
+    order = np.random.default_rng(cfg.split_seed).permutation(len(train))
+    n_val = min(len(train) - 1, max(1, int(round(len(train) * cfg.val_fraction))))
+    val = set(order[:n_val].tolist())
+    # keep the CSV order inside each part, so the carve depends only on the seed
+    return [row for i, row in enumerate(train) if (i in val) == (split == "val")]
+
+
+def ensure_dataset(cfg: DataConfig) -> Path:
+    """The BAID root, generated first when ``cfg.synthetic`` and it is missing."""
+    if not cfg.root:
+        raise DataError("data.root: no BAID folder given")
+    root = Path(cfg.root).expanduser()
+    if not root.exists() and cfg.synthetic:
+        from model.synthetic import make_synthetic_baid
+        make_synthetic_baid(root, cfg.synthetic_n, cfg.synthetic_size, cfg.synthetic_seed)
+    if not root.is_dir():
+        raise DataError(f"{root}: BAID folder not found (expected images/ and dataset/)")
+    if not (root / "images").is_dir():
+        raise DataError(f"{root / 'images'}: images folder not found")
+    return root
+
+
+# ---- decoding ---------------------------------------------------------------
+def decode_resized(path: Path, size: int) -> np.ndarray:
+    """The paper's Resize((size, size)) on a PIL image: bilinear, aspect not kept. (H, W, 3) uint8."""
+    with Image.open(path) as img:
+        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def bad_image(path: Path, err: Exception | None) -> str:
+    return f"{path}: image missing" if err is None else f"{path}: cannot decode image ({err})"
+
+
+# ---- a split, ready to serve batches -------------------------------------
+@dataclass
+class ImageSplit:
+    """One split: names and scores of the usable images, and their pixels.
+
+    ``pixels`` is an (N, H, W, 3) uint8 array (the memory-mapped cache) or None,
+    in which case batches are decoded from disk on every access (cache = false).
+    ``rows`` maps position i to the row in ``pixels``.
+    """
+
+    split: str
+    root: Path
+    image_size: int
+    names: list[str]
+    scores: np.ndarray
+    skipped: list[str]
+    pixels: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def images(self, indices: np.ndarray) -> np.ndarray:
+        """(n, H, W, 3) uint8 images at positions ``indices``."""
+        if self.pixels is not None:
+            rows = self.rows[indices]
+            order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memmap
+            out = np.empty((len(rows),) + self.pixels.shape[1:], np.uint8)
+            out[order] = self.pixels[rows[order]]
+            return out
+        out = np.empty((len(indices), self.image_size, self.image_size, 3), np.uint8)
+        for j, i in enumerate(indices):
+            path = self.root / "images" / self.names[i]
+            try:
+                out[j] = decode_resized(path, self.image_size)
+            except OSError as err:  # only reachable without the cache (header checked, body not)
+                raise ImageError(bad_image(path, err)) from None
+        return out
+
+
+def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None) -> ImageSplit:
+    """Index ``split`` and, with ``cfg.cache``, build or open its decode-once cache."""
+    logger = logger or log
+    root = ensure_dataset(cfg)
+    rows = split_rows(cfg, split)
+    if not rows:
+        raise DataError(f"{csv_path(root, split)}: no images in split {split!r}")
+    if cfg.cache:
+        from model.cache import open_cache
+        cache = open_cache(root, rows, split, cfg, logger)
+        kept, pixels = cache.kept, cache.pixels
+        skipped = cache.skipped
+    else:
+        kept, skipped = [], []
+        for i, (name, _) in enumerate(rows):
+            path = root / "images" / name
+            err = _check_header(path)
+            if err is None:
+                kept.append(i)
+            elif cfg.on_bad_image == "fatal":
+                raise ImageError(err)
+            else:
+                skipped.append(name)
+        pixels = None
+    if skipped:
+        logger.warning("%s split: skipped %d of %d images that are missing or unreadable (first: %s)",
+                       split, len(skipped), len(rows), skipped[0])
+    if not kept:
+        raise DataError(f"{csv_path(root, split)}: none of the {len(rows)} images is readable")
+    kept = np.asarray(kept, dtype=np.int64)
+    return ImageSplit(split, root, cfg.image_size, [rows[i][0] for i in kept],
+                      np.asarray([rows[i][1] for i in kept], np.float32), skipped,
+                      pixels, kept if pixels is not None else None)
+
+
+def _check_header(path: Path) -> str | None:
+    """Cheap check without the cache: the file exists and PIL recognises it."""
+    if not path.is_file():
+        return bad_image(path, None)
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as err:  # PIL raises many types for a bad file
+        return bad_image(path, err)
+    return None
+
+
+# ---- batches -------------------------------------------------------------
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
+    """Positions per batch: shuffled with ``generator`` (train) or in order (eval). Keeps the last partial batch."""
+    order = torch.randperm(n, generator=generator).numpy() if generator is not None else np.arange(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch j of a precomputed list, so DataLoader workers read whole batches."""
+
+    def __init__(self, data: ImageSplit, batches: list[np.ndarray]):
+        self.data, self.batches = data, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.batches[j]
+        return torch.from_numpy(self.data.images(idx)), torch.from_numpy(self.data.scores[idx])
+
+
+def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generator | None = None,
+                    num_workers: int = 0, pin_memory: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images (B, H, W, 3), scores (B,)) batches.
+
+    The order is drawn here in the calling process from ``generator``, so it is
+    part of the trainer's saved state whatever ``num_workers`` is.
+    """
+    batches = _Batches(data, batch_indices(len(data), batch_size, generator))
+    if num_workers == 0 and not pin_memory:
+        yield from (batches[j] for j in range(len(batches)))
+        return
+    yield from torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
+                                           num_workers=num_workers, pin_memory=pin_memory,
+                                           persistent_workers=False)
+
+
+def normalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> ImageNet-normalised float (B, 3, H, W), on images' device.
+
+    The result is a permuted view of NHWC memory, i.e. already channels_last.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    x = images.permute(0, 3, 1, 2).float().div_(255)
+    return x.sub_(mean).div_(std)
+
+
+def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Flip sample i horizontally where ``flip[i]`` (a bool (B,) tensor on x's device)."""
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
