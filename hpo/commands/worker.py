@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 
 from hpo.commands.common import add_replay, add_study_file, replay_curves, resolve_spec
 
@@ -27,5 +28,12 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or spec.run.trainer.device
     worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
                                                epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
+                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
+                    max_trials=_max_trials())
     return worker.run()
+
+
+def _max_trials() -> int | None:
+    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
+    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
+    return int(value) if value else None

@@ -1,0 +1,95 @@
+"""Study files and learning-curve tables for the service tests (replayed, no training)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from hpo import db
+from hpo.rungs import rung_epochs
+
+BLOG_GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
+
+
+def write_study(path: Path, name: str = "blog", kind: str = "sync-halving", eta: int = 2,
+                rungs: int = 5, schedule: str = "cumulative", grid: dict | None = None,
+                extra: str = "", storage: str | None = None, lease_seconds: float = 30) -> Path:
+    grid = grid or BLOG_GRID
+    lines = ["[study]", f'name = "{name}"', 'metric = "srcc"', f"lease_seconds = {lease_seconds}"]
+    if storage:
+        lines.append(f'storage = "{storage}"')
+    lines.append(f'artifacts = "{path.parent / (name + "-artifacts")}"')
+    lines += ["", "[grid]"] + [f"{k} = {v!r}" for k, v in grid.items()]
+    lines += ["", "[scheduler]", f'kind = "{kind}"', f"eta = {eta}", f"rungs = {rungs}",
+              f'schedule = "{schedule}"', extra]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def grid_points(grid: dict | None = None) -> list[dict]:
+    grid = grid or BLOG_GRID
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def write_curves(path: Path, table: list[list[float]], grid: dict | None = None) -> Path:
+    """``table[i][e-1]``: the value of grid point i after epoch e."""
+    grid = grid or BLOG_GRID
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*grid, "epoch", "value"])
+        for params, curve in zip(grid_points(grid), table):
+            for epoch, value in enumerate(curve, start=1):
+                writer.writerow([*params.values(), epoch, repr(value)])
+    return path
+
+
+def oracle(table: list[list[float]], eta: int, boundaries: list[int], maximize: bool = True):
+    """Synchronous successive halving by hand: per rung (epoch, compared, survivors)."""
+    alive = list(range(len(table)))
+    rungs = []
+    for k, epoch in enumerate(boundaries):
+        def badness(i):
+            return (-table[i][epoch - 1] if maximize else table[i][epoch - 1], i)
+        ordered = sorted(alive, key=badness)
+        last = k == len(boundaries) - 1
+        keep = len(ordered) if last else max(1, len(ordered) // eta)
+        rungs.append((epoch, sorted(alive), ordered[:keep]))
+        alive = ordered[:keep]
+    spent = sum(len(c) * (e - (rungs[k - 1][0] if k else 0)) for k, (e, c, _) in enumerate(rungs))
+    return rungs, spent
+
+
+def blog_boundaries() -> list[int]:
+    return rung_epochs("cumulative", 2, 5, 1)
+
+
+def cli(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict | None = None):
+    return subprocess.run([sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def stored_rungs(storage: str, study: str) -> list[tuple[int, list[int], list[int]]]:
+    """(epoch, compared trial numbers, survivors best first) per decided rung."""
+    import json
+
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.rungs).where(db.rungs.c.study == study)
+                            .order_by(db.rungs.c.rung)).all()
+    engine.dispose()
+    return [(r.epoch, sorted(int(k) for k in json.loads(r.values_json)),
+             json.loads(r.survivors_json)) for r in rows]
+
+
+def epoch_rows(storage: str, study: str):
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.epochs).where(db.epochs.c.study == study)).all()
+    engine.dispose()
+    return rows

@@ -1,0 +1,121 @@
+"""Study files, refusals and exports from the command line: one clear line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from hpo import db
+from studyfiles import cli, write_curves, write_study
+
+
+def one_error_line(done) -> str:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("mutate, key, expected", [
+    (lambda t: t.replace("[grid]", "[grid]\nbogus = [1]"), "grid.bogus", "unknown field"),
+    (lambda t: t.replace('kind = "sync-halving"', 'kind = "sync-halving"\nwarmup = 3'),
+     "scheduler.warmup", "unknown key"),
+    (lambda t: t.replace("lr = [0.001,", "lr = [-0.001,"), "grid.lr", "> 0"),
+    (lambda t: t.replace("lr = [0.001,", "lr = [0.0,"), "grid.lr", "> 0"),
+    (lambda t: t.replace("batch_size = [64,", 'batch_size = ["64",'), "grid.batch_size", "integer"),
+    (lambda t: t.split("[grid]")[0] + "[grid]\n\n[scheduler]\n", "grid", "at least one axis"),
+    (lambda t: t.replace("lr = [0.001, 0.0001, 1e-05, 1e-06]", "lr = []"), "grid.lr", "non-empty"),
+    (lambda t: t.replace("eta = 2", 'eta = "two"'), "scheduler.eta", "integer"),
+    (lambda t: t.replace('kind = "sync-halving"', 'kind = "bohb"'), "scheduler.kind", "one of"),
+    (lambda t: t + "\n[trainer]\nloss = \"l1\"\n", "trainer.loss", "mse, huber"),
+    (lambda t: t + "\n[model]\nwidth = 3\n", "model.width", "unknown key"),
+    (lambda t: t.replace("[study]", "[study]\nlr = 1"), "study.lr", "unknown key"),
+    (lambda t: t + "\n[[oops", "-", "not valid TOML"),
+])
+def test_bad_study_file_is_one_line_naming_file_and_key(tmp_path, mutate, key, expected):
+    path = write_study(tmp_path / "bad.toml", storage=f"sqlite:///{tmp_path / 's.db'}")
+    path.write_text(mutate(path.read_text()))
+    line = one_error_line(cli("launch", str(path), cwd=tmp_path))
+    assert str(path) in line and f": {key}:" in line and expected in line, line
+    assert not (tmp_path / "s.db").exists(), "a rejected study file must not create storage"
+
+
+def test_missing_study_file_and_unreachable_storage(tmp_path):
+    line = one_error_line(cli("launch", str(tmp_path / "nope.toml")))
+    assert "nope.toml" in line and "file not found" in line
+    path = write_study(tmp_path / "s.toml",
+                       storage="postgresql+psycopg://saan:s3cret@127.0.0.1:1/none")
+    line = one_error_line(cli("launch", str(path), cwd=tmp_path, timeout=120))
+    assert "cannot open the database" in line and "s3cret" not in line and "***" in line
+
+
+def count_rows(storage):
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        counts = {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+                  for t in (db.studies, db.trials, db.rungs, db.epochs, db.workers)}
+        states = conn.execute(sa.select(db.trials.c.number, db.trials.c.state)).all()
+    engine.dispose()
+    return counts, sorted(states)
+
+
+def test_worker_with_a_different_grid_or_scheduler_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage)
+    curves = write_curves(tmp_path / "c.csv", [[0.1 * i] * 31 for i in range(16)])
+    # One trial only, then stop: a study in the middle of its life.
+    done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path,
+               env={"SAAN_HPO_MAX_TRIALS": "1"})
+    assert done.returncode == 0, done.stderr
+    before = count_rows(storage)
+    assert before[0]["saan_epochs"] >= 1
+
+    other_grid = write_study(tmp_path / "grid.toml", storage=storage,
+                             grid={"lr": [1e-3, 1e-4], "batch_size": [64, 32]})
+    line = one_error_line(cli("worker", str(other_grid), "--storage", storage, cwd=tmp_path))
+    assert "grid.toml" in line and "grid" in line and "differs from the stored study" in line
+    other_sched = write_study(tmp_path / "sched.toml", storage=storage, eta=4)
+    line = one_error_line(cli("launch", str(other_sched), cwd=tmp_path))
+    assert "scheduler" in line and "differs" in line
+    assert count_rows(storage) == before
+
+
+def test_export_without_a_finished_trial_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage)
+    curves = write_curves(tmp_path / "c.csv", [[0.1 * i] * 31 for i in range(16)])
+    assert cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path,
+               env={"SAAN_HPO_MAX_TRIALS": "2"}).returncode == 0
+    out = tmp_path / "best.toml"
+    line = one_error_line(cli("export", "--study", "blog", "--storage", storage, "-o", str(out)))
+    assert "no finished trial" in line
+    assert not out.exists()
+    line = one_error_line(cli("export", "--study", "nosuch", "--storage", storage, "-o", str(out)))
+    assert "'nosuch'" in line and "not found" in line
+
+
+def test_status_and_export_of_a_finished_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage)
+    table = [[0.01 * i + 0.001 * e for e in range(31)] for i in range(16)]  # trial 15 best
+    curves = write_curves(tmp_path / "c.csv", table)
+    assert cli("launch", str(study), "--replay-curves", str(curves), cwd=tmp_path).returncode == 0
+    status = cli("status", "--study", "blog", "--storage", storage)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    rung_lines = [line.split() for line in lines if line.strip()[:1].isdigit()][:5]
+    assert [(int(r[0]), int(r[1]), int(r[2])) for r in rung_lines] == [
+        (0, 1, 16), (1, 3, 8), (2, 7, 4), (3, 15, 2), (4, 31, 1)]
+    assert "epochs spent 80 of 80 planned (full grid 496)" in status.stdout
+    assert "finished" in status.stdout
+
+    out = tmp_path / "best.toml"
+    done = cli("export", "--study", "blog", "--storage", storage, "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    from model.config import RunConfig
+
+    exported = RunConfig.load(out)  # a file `saan-hpo train` accepts
+    assert exported.trainer.lr == 1e-6 and exported.trainer.batch_size == 8  # grid point 15
+    assert exported.trainer.epochs == 31
+    text = out.read_text()
+    assert "trial 15" in text and "validation srcc: 0.18" in text
