@@ -92,7 +92,10 @@ class Coordinator:
             return False
 
     def add_trials(self, created: Iterable[tuple[int, int, dict]]) -> None:
-        first_target = self.spec.boundaries[0]
+        # Synchronous halving stops at the first rung; the other kinds train
+        # straight to the end (Optuna's pruner, if any, stops them earlier).
+        sync = self.spec.scheduler.kind == "sync-halving"
+        first_target = self.spec.boundaries[0] if sync else self.spec.final_epoch
         now = time.time()
         with self.engine.begin() as conn:
             for number, trial_id, params in created:

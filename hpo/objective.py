@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
@@ -133,7 +134,13 @@ class ReplayRun:
         self.epoch = 0
 
     def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+        # The replay's own log of epochs begun (SAAN_HPO_REPLAY_TRACE): fault
+        # tests count work actually done, including epochs lost to a kill.
+        trace = os.environ.get("SAAN_HPO_REPLAY_TRACE")
         while self.epoch < until_epoch:
+            if trace:
+                with open(trace, "a") as fh:
+                    fh.write(json.dumps({"params": self.params, "epoch": self.epoch + 1}) + "\n")
             if self.epoch_seconds:
                 time.sleep(self.epoch_seconds)
             self.epoch += 1
