@@ -1,0 +1,360 @@
+"""Train SAAN: one readable loop, every knob in RunConfig, exact checkpoint and resume.
+
+    trainer = Trainer(RunConfig.load("run.toml"))
+    trainer.fit(until_epoch=3)            # epochs 1..3 (1-based: afterwards trainer.epoch == 3)
+    blob = trainer.state_dict()           # or trainer.save_checkpoint(path)
+    later = Trainer(cfg); later.load_state_dict(blob)
+    later.fit(until_epoch=7)              # continues exactly as if never stopped
+
+Optimisation is the paper's unless told otherwise: Adam(betas) with coupled L2
+weight decay over the trainable parameters only (the generic branch and the VGG
+encoder are frozen), MSE between the sigmoid output and score / 10, and the
+learning rate a pure function of the epoch (learning_rate()), so the schedule
+needs no state of its own beyond the epoch counter.
+
+On CUDA the loop uses bf16 autocast, channels_last, cudnn.benchmark, pinned
+non-blocking copies and does flip + normalisation on the device; losses and
+predictions stay on the device until the end of the epoch (one sync per epoch).
+On CPU it is plain fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.config import RunConfig, TrainerConfig
+from model.data import (ImageSplit, ensure_dataset, flip_batch, iterate_batches, normalise_batch,
+                        open_split, split_rows)
+from model.errors import CheckpointError
+from model.metrics import compute_metrics
+from model.saan import SAAN, build_saan
+from model.weights import load_pretrained
+
+CHECKPOINT_FORMAT = 1
+MAX_DECAYS = 4  # the paper stops decaying after epoch 40: base * 0.1**4
+ENV_THREADS = "SAAN_HPO_THREADS"
+ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict], "bool | None"]
+
+
+def learning_rate(cfg: TrainerConfig, epoch: int) -> float:
+    """The learning rate used during ``epoch`` (1-based).
+
+    "paper": the authors' code sets base * gamma**((e // step) ) *after* 0-based
+    epoch e, so it takes effect one epoch late: 1e-5 in epochs 1-11, 1e-6 in
+    12-21, ... (SAAN.md: 0-based 0-10, 11-20, ...). "step": the same decay on
+    time (epochs 1-10, 11-20, ...). Both stop after four decays. "constant": base.
+    """
+    if cfg.schedule == "constant":
+        return cfg.lr
+    decays = (epoch - 1) // cfg.step_size if cfg.schedule == "step" else max(epoch - 2, 0) // cfg.step_size
+    return cfg.lr * cfg.gamma ** min(decays, MAX_DECAYS)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def configure_threads() -> None:
+    # Several trainers may share a machine (one per worker process); the
+    # operator decides the split with SAAN_HPO_THREADS, otherwise torch's default.
+    if os.environ.get(ENV_THREADS):
+        torch.set_num_threads(int(os.environ[ENV_THREADS]))
+
+
+def configure_determinism(deterministic: bool, on_cuda: bool) -> None:
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: pooling backward has no deterministic CUDA kernel; exactness is promised on CPU
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif on_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cudnn pick the fastest
+
+
+def frozen_fingerprint(model: SAAN) -> str:
+    """Hash of the tensors a checkpoint omits, to refuse resuming onto different frozen weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    state = model.state_dict()
+    for key in sorted(model.frozen_state_keys()):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class _Log:
+    """Accept a logging.Logger, a print-like callable, or None (this module's logger)."""
+
+    def __init__(self, target=None):
+        self.target = target or logger
+
+    def info(self, msg: str, *args) -> None:
+        self._emit("info", msg % args if args else msg)
+
+    def warning(self, msg: str, *args) -> None:
+        self._emit("warning", msg % args if args else msg)
+
+    def _emit(self, level: str, text: str) -> None:
+        method = getattr(self.target, level, None)
+        (method or self.target)(text)
+
+
+class Trainer:
+    """SAAN training on one device; a plain object that hpo/ wraps as an Optuna trial."""
+
+    def __init__(self, cfg: RunConfig, device: str | None = None, log=None):
+        self.cfg, t = cfg, cfg.trainer
+        self.log = _Log(log)
+        self.device = resolve_device(device or t.device)
+        self.on_cuda = self.device.type == "cuda"
+        configure_threads()
+        configure_determinism(t.deterministic, self.on_cuda)
+        self.memory_format = (torch.channels_last if self.on_cuda and t.channels_last
+                              else torch.contiguous_format)
+
+        # Bad input (folder, CSV, column) fails here; decoding waits for first use,
+        # so evaluating the test split never builds the train cache.
+        ensure_dataset(cfg.data)
+        for name in ("train", "val"):
+            split_rows(cfg.data, name)
+        self.splits: dict[str, ImageSplit] = {}
+
+        # The frozen parts are never saved, so they must be rebuilt identically
+        # from the config: initialise the model from the seed alone.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(t.seed)
+            model = build_saan(cfg.model)
+        load_pretrained(model, cfg.model)
+        self.fingerprint = frozen_fingerprint(model)
+        self.model = model.to(self.device, memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=learning_rate(t, 1),
+                                          betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
+        # Shuffling and flips draw from their own generator; dropout from torch's
+        # global RNG. Both are part of state_dict().
+        self.generator = torch.Generator().manual_seed(t.seed)
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed % 2**32)
+        random.seed(t.seed)
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    # ---- training ------------------------------------------------------------
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None) -> list[dict]:
+        """Train epochs self.epoch+1 .. until_epoch, validating after each; returns their metrics.
+
+        ``on_epoch_end(epoch, metrics)`` returning False stops after that epoch.
+        """
+        done = []
+        while self.epoch < until_epoch:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            train_loss, images_per_s = self._train_epoch(epoch)
+            metrics = self.evaluate("val")
+            metrics.update(train_loss=train_loss, epoch_seconds=time.perf_counter() - start,
+                           images_per_s=images_per_s, lr=learning_rate(self.cfg.trainer, epoch),
+                           epoch=epoch)
+            self.epoch = epoch
+            self.history.append(metrics)
+            done.append(metrics)
+            self.log.info("epoch %d: train loss %.5f | val srcc %.4f plcc %.4f acc %.4f "
+                          "(constant %.4f) | %.1f s, %.0f img/s", epoch, train_loss, metrics["srcc"],
+                          metrics["plcc"], metrics["accuracy"], metrics["constant_accuracy"],
+                          metrics["epoch_seconds"], images_per_s)
+            if on_epoch_end is not None and on_epoch_end(epoch, metrics) is False:
+                break
+        return done
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        t = self.cfg.trainer
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(t, epoch)
+        self.model.train()
+        data = self.split("train")
+        loss_sum = torch.zeros((), device=self.device)
+        seen = 0
+        bar = self._progress(len(data), f"epoch {epoch}")
+        start = time.perf_counter()
+        for images, scores in iterate_batches(data, t.batch_size, self.generator,
+                                              self.cfg.data.num_workers, pin_memory=self.on_cuda):
+            flip = torch.rand(len(images), generator=self.generator) < 0.5
+            x = self._to_input(images, flip)
+            target = scores.to(self.device, non_blocking=True) / 10
+            with self._autocast():
+                pred = self.forward(x)
+            loss = self._loss(pred.float(), target)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * len(images)
+            seen += len(images)
+            bar.update(len(images))
+        train_loss = loss_sum.item() / seen  # the epoch's one sync
+        bar.close()
+        return train_loss, seen / (time.perf_counter() - start)
+
+    def _to_input(self, images: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 NHWC batch -> normalised float NCHW on the device (flipped where ``flip``)."""
+        x = normalise_batch(images.to(self.device, non_blocking=True))
+        if flip is not None:
+            x = flip_batch(x, flip.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=self.memory_format)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.cfg.trainer.loss == "huber":
+            return F.huber_loss(pred, target, delta=self.cfg.trainer.huber_delta)
+        return F.mse_loss(pred, target)
+
+    def _autocast(self):
+        if self.on_cuda and self.cfg.trainer.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _progress(self, total: int, desc: str):
+        quiet = os.environ.get(ENV_NO_PROGRESS) == "1" or not sys.stderr.isatty()
+        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=quiet,
+                    dynamic_ncols=True)
+
+    # ---- evaluation ----------------------------------------------------------
+    def split(self, name: str) -> ImageSplit:
+        if name not in self.splits:
+            self.splits[name] = open_split(self.cfg.data, name, self.log)
+        return self.splits[name]
+
+    @torch.no_grad()
+    def predict(self, split: str = "val") -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(predicted scores, true scores, image names) on the 0-10 scale, in CSV order."""
+        data = self.split(split)
+        self.model.eval()
+        batch_size = self.cfg.trainer.eval_batch_size or self.cfg.trainer.batch_size
+        preds = []
+        for images, _ in iterate_batches(data, batch_size, None, self.cfg.data.num_workers,
+                                         pin_memory=self.on_cuda):
+            with self._autocast():
+                preds.append(self.forward(self._to_input(images)).float())
+        pred = (torch.cat(preds) * 10).cpu().numpy().astype(np.float64)
+        return pred, data.scores.astype(np.float64), list(data.names)
+
+    def evaluate(self, split: str = "val") -> dict:
+        """accuracy, constant_accuracy, plcc, srcc, mse of ``split`` (model/metrics.py)."""
+        pred, true, _ = self.predict(split)
+        return compute_metrics(pred, true)
+
+    # ---- checkpoints ---------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything that changes while training, and nothing that does not.
+
+        The VGG encoder and frozen pretrained tensors are left out (they are
+        rebuilt from the config); a fingerprint of them is kept to refuse a
+        mismatched resume. The generic branch's BN running statistics are kept
+        when they update (the paper's mode).
+        """
+        np_state = np.random.get_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.cfg.to_mapping(),
+            "epoch": self.epoch,
+            "history": [dict(m) for m in self.history],
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.changing_state_dict().items()},
+            "frozen_fingerprint": self.fingerprint,
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+                "python": random.getstate(),
+                "generator": self.generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise CheckpointError(f"checkpoint format {state.get('format')!r}, "
+                                      f"expected {CHECKPOINT_FORMAT}")
+            if state["config"].get("model") != self.cfg.to_mapping()["model"]:
+                raise CheckpointError("checkpoint: [model] section differs from this run's config")
+            if state["frozen_fingerprint"] != self.fingerprint:
+                raise CheckpointError("checkpoint: frozen weights differ (other seed or pretrained file)")
+            self.model.load_changing_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            rng = state["rng"]
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            name, keys, *rest = rng["numpy"]
+            np.random.set_state((name, keys.numpy(), *rest))
+            random.setstate(_as_tuple(rng["python"]))
+            self.generator.set_state(rng["generator"])
+            self.epoch = int(state["epoch"])
+            self.history = [dict(m) for m in state["history"]]
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint does not fit this run ({type(err).__name__}: "
+                                  f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write state_dict() atomically (temp file + rename): a crash never leaves half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | bytes, device: str | None = None, log=None,
+                        config: RunConfig | None = None) -> "Trainer":
+        """A trainer resumed from a checkpoint file (or its bytes); ``config`` overrides the stored one."""
+        state = read_checkpoint(path)
+        try:
+            cfg = config or RunConfig.from_mapping(state["config"], source=f"{path} [config]")
+        except KeyError:
+            raise CheckpointError(f"{path}: no config inside") from None
+        trainer = cls(cfg, device=device, log=log)
+        try:
+            trainer.load_state_dict(state)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+        return trainer
+
+
+def read_checkpoint(path: str | Path | bytes) -> dict:
+    """Load a checkpoint dict; missing or corrupt -> CheckpointError naming the file."""
+    name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
+    if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
+        raise CheckpointError(f"{name}: checkpoint file not found")
+    source = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{name}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{name}: not a SAAN trainer checkpoint")
+    return state
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
