@@ -142,7 +142,7 @@ class ImageSplit:
             path = self.root / "images" / self.names[i]
             try:
                 out[j] = decode_resized(path, self.image_size)
-            except OSError as err:  # only reachable without the cache (header checked, body not)
+            except OSError as err:  # only without the cache, and only what verify() missed
                 raise ImageError(bad_image(path, err)) from None
         return out
 
@@ -163,7 +163,7 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
         kept, skipped = [], []
         for i, (name, _) in enumerate(rows):
             path = root / "images" / name
-            err = _check_header(path)
+            err = _check_image(path)
             if err is None:
                 kept.append(i)
             elif cfg.on_bad_image == "fatal":
@@ -182,8 +182,12 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
                       pixels, kept if pixels is not None else None)
 
 
-def _check_header(path: Path) -> str | None:
-    """Cheap check without the cache: the file exists and PIL recognises it."""
+def _check_image(path: Path) -> str | None:
+    """Check without the cache: the file exists and PIL's verify() accepts it (reads, no decode).
+
+    verify() catches missing files and truncated JPEGs; a file damaged in a way
+    only a full decode reveals still fails later, as an ImageError naming it.
+    """
     if not path.is_file():
         return bad_image(path, None)
     try:
