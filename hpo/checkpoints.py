@@ -1,7 +1,8 @@
 """Trial checkpoints in an Optuna artifact store.
 
-Each epoch's checkpoint gets a new artifact id (``<study>-t<number>-e<epoch>``)
-and the previous one is removed only after the new id is recorded under the
+Each epoch's checkpoint gets a new artifact id (``<study>-t<number>-e<epoch>-<random>``;
+the random part keeps a stalled worker that lost its lease from deleting the
+file of the worker that took over) and the previous one is removed only after the new id is recorded under the
 lease: a worker killed while writing leaves the last good checkpoint in place
 (Optuna's FileSystemArtifactStore writes in place, not atomically). A directory
 store is the default; workers on several machines need one they all reach (a
@@ -13,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import uuid
 from pathlib import Path
 
 from optuna.artifacts import FileSystemArtifactStore
@@ -30,7 +32,7 @@ class CheckpointStore:
         self.prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
 
     def artifact_id(self, number: int, epoch: int) -> str:
-        return f"{self.prefix}-t{number}-e{epoch}.ckpt"
+        return f"{self.prefix}-t{number}-e{epoch}-{uuid.uuid4().hex[:8]}.ckpt"
 
     def save(self, number: int, epoch: int, payload: bytes) -> str:
         artifact_id = self.artifact_id(number, epoch)

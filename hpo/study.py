@@ -24,7 +24,16 @@ def connect(storage_url: str) -> sa.engine.Engine:
     """Engine with the service tables in place; an unreachable URL is one clear error."""
     engine = db.create_service_engine(storage_url)
     try:
-        db.create_tables(engine)
+        for attempt in range(5):
+            try:
+                db.create_tables(engine)
+                break
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                # Two workers creating the tables at once on PostgreSQL: the
+                # loser sees a duplicate; the tables exist, so look again.
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
     except sa.exc.SQLAlchemyError as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__
         raise db.StorageError(f"storage {db.mask_url(storage_url)}: cannot open the database "

@@ -14,12 +14,15 @@ second signal stops at once; the lease then simply expires.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import signal
 import threading
 import time
 from typing import Any, Callable, Mapping
+
+from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model.errors import SaanError
 from hpo import db, optuna_link
@@ -121,7 +124,15 @@ class Worker:
         trial = db.retrying(optuna_link.start_trial, self.study, claim.optuna_trial_id, log=log)
         run = self.make_run(claim.params)
         if claim.checkpoint_id:
-            run.load_bytes(self.checkpoints.load(claim.checkpoint_id))
+            try:
+                run.load_bytes(self.checkpoints.load(claim.checkpoint_id))
+            except ArtifactNotFound:
+                # Lost checkpoint (deleted by hand, store not shared): retrain
+                # from scratch; Optuna ignores re-reports of epochs it has.
+                log.error("trial %d: checkpoint %s not found in %s; retraining from epoch 0",
+                          claim.number, claim.checkpoint_id, self.spec.artifacts)
+                run = self.make_run(claim.params)
+                claim = dataclasses.replace(claim, epochs_done=0)
         if run.epoch != claim.epochs_done:
             raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
                                f"stored progress {claim.epochs_done}")

@@ -1,0 +1,120 @@
+"""Workers killed or stopped mid-study, on a real SQLite file with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import sqlalchemy as sa
+
+from hpo import db
+from studyfiles import blog_boundaries, epoch_rows, oracle, stored_rungs, write_curves, write_study
+
+TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
+
+
+def start_worker(study: Path, storage: str, curves: Path, trace: Path, cwd: Path, seconds: float):
+    env = {**os.environ, "SAAN_HPO_REPLAY_TRACE": str(trace)}
+    log = open(cwd / f"worker-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study), "--storage", storage,
+                             "--replay-curves", str(curves), "--replay-epoch-seconds", str(seconds)],
+                            cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def holder_of_a_trial_mid_rung(storage: str, rung_at_least: int, deadline: float):
+    """Wait until some worker holds a trial of rung >= rung_at_least past its first epoch there."""
+    engine = db.create_service_engine(storage)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.select(db.trials).where(
+                        db.trials.c.state == "running", db.trials.c.rung >= rung_at_least)).all()
+            except sa.exc.OperationalError:  # the workers have not created the tables yet
+                rows = []
+            for row in rows:
+                start = ([0] + blog_boundaries())[row.rung]
+                if row.epochs_done > start:
+                    return row
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError("no worker reached the middle of a rung in time")
+
+
+def worker_pid(storage: str, worker_id: str) -> int:
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        pid = conn.execute(sa.select(db.workers.c.pid).where(db.workers.c.id == worker_id)).scalar_one()
+    engine.dispose()
+    return pid
+
+
+def check_outcome(storage: str, trace: Path, max_lost: int) -> None:
+    expected, spent = oracle(TABLE, 2, blog_boundaries())
+    assert stored_rungs(storage, "blog") == expected
+    kept = [r for r in epoch_rows(storage, "blog") if r.kept]
+    assert sorted((r.number, r.epoch) for r in kept) == sorted(set((r.number, r.epoch) for r in kept))
+    assert len(kept) == spent == 80
+    begun = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert 80 <= len(begun) <= 80 + max_lost, f"{len(begun) - 80} epochs of work lost"
+    study = optuna.load_study(study_name="blog", storage=storage)
+    winner = expected[-1][2][0]
+    assert study.best_trial.number == winner
+    for t in study.trials:  # nothing reported lost or duplicated: one value per epoch, the table's
+        last = max(t.intermediate_values)
+        assert t.intermediate_values == {e: TABLE[t.number][e - 1] for e in range(1, last + 1)}
+
+
+def test_sigkilled_worker_is_taken_over_from_its_last_checkpoint(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=3)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    trace = tmp_path / "trace.jsonl"
+    workers = [start_worker(study, storage, curves, trace, tmp_path, 0.15) for _ in range(2)]
+    try:
+        victim = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
+        os.kill(worker_pid(storage, victim.lease_owner), signal.SIGKILL)
+        for w in workers:
+            w.wait(timeout=240)
+    finally:
+        for w in workers:
+            w.kill()
+    codes = sorted(w.returncode for w in workers)
+    assert codes == [-signal.SIGKILL, 0], codes
+    rows = epoch_rows(storage, "blog")
+    victim_epochs = sorted(r.epoch for r in rows if r.number == victim.number)
+    assert victim_epochs == sorted(set(victim_epochs)), "an epoch of the victim's trial was redone"
+    check_outcome(storage, trace, max_lost=1)
+
+
+def test_sigterm_finishes_the_epoch_releases_the_trial_and_exits_0(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=60)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    trace = tmp_path / "trace.jsonl"
+    first = start_worker(study, storage, curves, trace, tmp_path, 0.1)
+    try:
+        held = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(db.trials)).all()
+    engine.dispose()
+    # Released, not left to its 60 s lease: the next worker can take it at once.
+    assert not [r for r in rows if r.state == "running" or r.lease_owner]
+    row = next(r for r in rows if r.number == held.number)
+    assert row.epochs_done > held.epochs_done  # the epoch in flight was finished and kept
+    assert row.state in ("waiting", "paused")
+    second = start_worker(study, storage, curves, trace, tmp_path, 0.0)
+    assert second.wait(timeout=120) == 0
+    check_outcome(storage, trace, max_lost=0)
