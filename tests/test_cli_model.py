@@ -1,0 +1,95 @@
+"""saan-hpo make-synthetic / train / evaluate through a real subprocess, and their bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, cwd=None, env=None):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), "SAAN_HPO_NO_PROGRESS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hpo.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd or REPO, env=full_env, timeout=300)
+
+
+def write_config(path: Path, root: Path, epochs: int, pretrained: str = "none") -> Path:
+    path.write_text(f"""
+[data]
+root = "{root}"
+image_size = 32
+
+[model]
+backbone = "resnet18"
+head_hidden = 32
+pretrained = "{pretrained}"
+
+[trainer]
+lr = 1e-3
+batch_size = 16
+epochs = {epochs}
+schedule = "constant"
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def baid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "baid"
+    result = cli("make-synthetic", root, "--n", 60, "--size", 40, "--seed", 5)
+    assert result.returncode == 0, result.stderr
+    assert (root / "dataset" / "train_set.csv").is_file() and len(list((root / "images").iterdir())) == 60
+    return root
+
+
+def test_train_resume_evaluate(baid, tmp_path):
+    out = tmp_path / "run"
+    result = cli("train", write_config(tmp_path / "two.toml", baid, 2), "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert (out / "last.pt").is_file() and len(json.loads((out / "history.json").read_text())) == 2
+
+    # without --resume an existing checkpoint is never overwritten
+    again = cli("train", tmp_path / "two.toml", "--out", out)
+    assert again.returncode == 2 and "--resume" in again.stderr and len(again.stderr.splitlines()) == 1
+
+    result = cli("train", write_config(tmp_path / "three.toml", baid, 3), "--out", out, "--resume")
+    assert result.returncode == 0, result.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert [m["epoch"] for m in history] == [1, 2, 3]
+
+    result = cli("evaluate", out / "last.pt", "--split", "test", "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["epoch"] == 3 and metrics["split"] == "test" and metrics["n"] == 9
+    assert {"accuracy", "constant_accuracy", "plcc", "srcc", "mse"} <= set(metrics)
+
+
+@pytest.mark.parametrize("case", ["missing_folder", "missing_column", "missing_weights",
+                                  "missing_checkpoint", "existing_synthetic_dir"])
+def test_bad_input_is_one_line_and_exit_2(baid, tmp_path, case):
+    env = {"TORCH_HOME": str(tmp_path / "torch-home")}
+    if case == "missing_folder":
+        args, needle = ("train", write_config(tmp_path / "c.toml", tmp_path / "absent", 1)), "absent"
+    elif case == "missing_column":
+        root = tmp_path / "baid"
+        (root / "dataset").mkdir(parents=True)
+        (root / "images").mkdir()
+        (root / "dataset" / "train_set.csv").write_text("file,score\nx.jpg,3\n")
+        args, needle = ("train", write_config(tmp_path / "c.toml", root, 1)), "'image'"
+    elif case == "missing_weights":
+        args = ("train", write_config(tmp_path / "c.toml", baid, 1, pretrained="imagenet"))
+        needle = "resnet18-f37072fd.pth"
+    elif case == "missing_checkpoint":
+        args, needle = ("evaluate", tmp_path / "none.pt"), "none.pt"
+    else:
+        args, needle = ("make-synthetic", baid), "already exists"
+    if args[0] == "train":
+        args = (*args, "--out", tmp_path / "o")
+    result = cli(*args, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith("saan-hpo"), lines
