@@ -85,8 +85,13 @@ def _run_children(args, spec, storage, artifacts) -> int:
     log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1")
+    devices = local_devices(args.workers, args.device, spec.run.trainer.device)
+    if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
+        # CPU workers share the cores: oversubscribed OpenMP threads spin
+        # against each other and epochs get many times slower.
+        env["SAAN_HPO_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
     children = []
-    for i, device in enumerate(local_devices(args.workers, args.device, spec.run.trainer.device)):
+    for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file, "--storage", storage,
                    "--artifacts", artifacts, "--device", device]
         if args.replay_curves:
