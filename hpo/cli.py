@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("hpo.commands.worker", "attach one more worker to a study"),
     "status": ("hpo.commands.status", "rungs, trials, workers, budget and ETA of a study"),
     "simulate": ("hpo.commands.simulate", "replay recorded learning curves through a scheduler"),
+    "curves": ("hpo.commands.curves", "write a study's learning curves as a CSV for simulate"),
     "export": ("hpo.commands.export", "write the best configuration as a train config"),
     "report": ("hpo.commands.report", "write an HTML report of a study"),
     "train": ("hpo.commands.train", "train one SAAN config, checkpointing every epoch"),
@@ -29,7 +30,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="saan-hpo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="saan-hpo",
+        description="Hyperparameter search for SAAN (artistic image aesthetics) on Optuna: "
+                    "successive halving over a grid, workers that attach from any machine.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
