@@ -19,6 +19,7 @@ cache, never deep inside a DataLoader worker.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,13 +237,19 @@ def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generato
                                            persistent_workers=False)
 
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a fresh torch.tensor(..., device="cuda") every batch is a blocking copy
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 def normalise_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> ImageNet-normalised float (B, 3, H, W), on images' device.
 
     The result is a permuted view of NHWC memory, i.e. already channels_last.
     """
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(images.device)
     x = images.permute(0, 3, 1, 2).float().div_(255)
     return x.sub_(mean).div_(std)
 
