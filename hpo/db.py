@@ -23,6 +23,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import Engine, make_url
 
 from model.errors import SaanError
@@ -178,7 +179,9 @@ def create_tables(engine: Engine) -> None:
     metadata.create_all(engine)
 
 
-TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError)
+# Optuna's RDBStorage wraps the driver's errors in its own StorageInternalError.
+TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
+                    StorageInternalError)
 
 
 def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: float = 10.0,
@@ -198,7 +201,8 @@ def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: fl
             if time.monotonic() - start > deadline or (attempts and tries >= attempts):
                 raise
             if log is not None:
+                cause = getattr(err, "orig", None) or err.__cause__ or err
                 log.warning("database unavailable (%s); retrying in %.1fs",
-                            type(err.orig or err).__name__, wait)
+                            type(cause).__name__, wait)
             time.sleep(wait)
             wait = min(max_wait, wait * 2)

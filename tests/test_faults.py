@@ -36,7 +36,7 @@ def holder_of_a_trial_mid_rung(storage: str, rung_at_least: int, deadline: float
                 with engine.connect() as conn:
                     rows = conn.execute(sa.select(db.trials).where(
                         db.trials.c.state == "running", db.trials.c.rung >= rung_at_least)).all()
-            except sa.exc.OperationalError:  # the workers have not created the tables yet
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
                 rows = []
             for row in rows:
                 start = ([0] + blog_boundaries())[row.rung]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from hpo.spec import StudySpec, load_spec
 
@@ -29,9 +30,18 @@ def add_study_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", required=True, metavar="URL", help="storage URL")
 
 
+STORAGE_ENV = "SAAN_HPO_STORAGE"
+
+
 def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, str, str]:
+    """Spec, storage URL and artifact store: flags, then $SAAN_HPO_STORAGE, then the file.
+
+    launch hands its URL to child workers through the environment, so a
+    password in it never shows in a process list.
+    """
     spec = load_spec(args.study_file)
-    return spec, args.storage or spec.storage, args.artifacts or spec.artifacts
+    storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
+    return spec, storage, args.artifacts or spec.artifacts
 
 
 def replay_curves(args: argparse.Namespace, spec: StudySpec):

@@ -84,7 +84,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
 
     log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1")
+    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
     if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
         # CPU workers share the cores: oversubscribed OpenMP threads spin
@@ -92,7 +92,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
         env["SAAN_HPO_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
     children = []
     for i, device in enumerate(devices):
-        command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file, "--storage", storage,
+        command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
                    "--artifacts", artifacts, "--device", device]
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
