@@ -210,6 +210,15 @@ class Coordinator:
         boundaries = self.spec.boundaries
         epoch = boundaries[rung]
         last = rung == len(boundaries) - 1
+        try:
+            return self._decide_rung(rung, epoch, last, boundaries, decided_by)
+        except sa.exc.IntegrityError:
+            # Two workers completed the cohort at once (PostgreSQL reads
+            # committed data, so both saw no decision yet): the rung's primary
+            # key let one insert; the other's whole transaction rolled back.
+            return None
+
+    def _decide_rung(self, rung, epoch, last, boundaries, decided_by) -> RungDecision | None:
         t = db.trials.c
         with self.engine.begin() as conn:
             if conn.execute(sa.select(db.rungs.c.rung).where(
