@@ -1,0 +1,54 @@
+"""The README's demo end to end: SAAN trained through the study service on synthetic BAID."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import optuna
+
+from hpo.spec import load_spec
+from studyfiles import cli, epoch_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_shipped_study_file_validates():
+    names = set()
+    for path in sorted((ROOT / "studies").glob("*.toml")):
+        spec = load_spec(path)
+        assert spec.grid_points(), path
+        names.add(spec.name)
+    assert {"demo", "blog-grid"} <= names
+    blog = load_spec(ROOT / "studies" / "blog-grid.toml")
+    assert blog.boundaries == [1, 3, 7, 15, 31] and blog.planned_epochs() == 80
+    assert len(blog.grid_points()) == 16 and blog.metric == "srcc"
+
+
+def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
+    shutil.copy(ROOT / "studies" / "demo.toml", tmp_path / "demo.toml")
+    done = cli("launch", "demo.toml", cwd=tmp_path, timeout=900)  # default storage: runs/demo/
+    assert done.returncode == 0, done.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'runs' / 'demo' / 'study.db'}"
+    assert len(epoch_rows(storage, "demo")) == 80
+    study = optuna.load_study(study_name="demo", storage=storage)
+    best = study.best_trial
+    assert best.value > 0.5, f"winner's validation SRCC {best.value:.3f} shows no learning"
+    assert best.user_attrs["epochs"] == 31
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == 15
+    # Pruned trials' checkpoints are deleted; the winner's is kept for export.
+    checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").glob("*.ckpt"))
+    assert len(checkpoints) == 1 and f"-t{best.number}-e31-" in checkpoints[0].name
+
+    out = tmp_path / "best.toml"
+    done = cli("export", "--study", "demo", "--storage", storage, "-o", str(out), "--evaluate",
+               cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test: accuracy" in done.stdout and "srcc" in done.stdout
+    text = out.read_text()
+    assert f"trial {best.number}, 31 epochs" in text and "test scores:" in text
+    from model.config import RunConfig
+
+    exported = RunConfig.load(out)
+    assert exported.trainer.lr == best.params["lr"]
+    assert exported.trainer.batch_size == best.params["batch_size"]
