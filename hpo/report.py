@@ -7,9 +7,9 @@ values (Optuna's asynchronous pruners), the budget is ``saan_epochs``, and the
 winner is Optuna's ``best_trial`` -- the trial ``saan-hpo export`` names.
 
 This module gathers a :class:`ReportData` snapshot; ``report_figures`` turns it
-into plotly figures and ``report_html`` into the page. PNG export (kaleido,
-which drives a local Chrome/Chromium) and the optuna-dashboard copy of the
-survivor curves are optional extras of the command.
+into plotly figures and ``report_html`` into the page. PNG export (kaleido 1.x,
+pure Python, which drives a local Chrome/Chromium) and the optuna-dashboard
+copy of the survivor curves are opt-in flags of the command.
 """
 
 from __future__ import annotations
@@ -108,9 +108,6 @@ class ReportData:
     @property
     def axes(self) -> list[str]:
         return list(self.spec.grid)
-
-    def trial(self, number: int) -> TrialView:
-        return self.by_number[number]
 
     @property
     def by_number(self) -> dict[int, TrialView]:
@@ -255,7 +252,7 @@ def check_png_export() -> str:
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        raise NoBrowser("--png: kaleido is not installed (pip install 'saan-hpo[report-png]')") from None
+        raise NoBrowser("--png: kaleido is not installed (pip install 'kaleido>=1')") from None
     browser = find_browser()
     if browser is None:
         raise NoBrowser("--png: no Chrome/Chromium found (looked at $BROWSER_PATH and "

@@ -100,8 +100,8 @@ def survivor_curves(data) -> go.Figure:
             meta={"trial": trial.number, "state": trial.state, "winner": is_winner}))
     for k, boundary in enumerate(spec.boundaries):
         fig.add_vline(x=boundary, line=dict(color="#999", width=1, dash="dot"),
-                      annotation_text=f"rung {k} (epoch {boundary})", annotation_position="top",
-                      annotation_font_size=10)
+                      annotation_text=f"rung {k}", annotation_position="top",
+                      annotation_font_size=10, annotation_yshift=-14 * (k % 2))
     if not fig.data:
         _empty(fig, "no trial has reported an epoch yet")
     axes = data.axes
