@@ -90,6 +90,15 @@ def report(trial: optuna.trial.Trial, value: float, epoch: int, metrics: Mapping
 
 def finish_trial(study: optuna.Study, number: int, state: str, value: float | None) -> None:
     """Tell Optuna the final state; idempotent, so any worker may finish the job."""
+    try:
+        _tell(study, number, state, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # skip_if_finished checks, then writes: a worker finalizing the same
+        # trial at the same moment can win between the two. It is finished.
+        pass
+
+
+def _tell(study: optuna.Study, number: int, state: str, value: float | None) -> None:
     if state == "complete":
         study.tell(number, values=[value], skip_if_finished=True)
     elif state == "pruned":

@@ -1,0 +1,76 @@
+"""Makespan of a synchronous-halving study with 1, 2, 4, 8 workers against the ideal schedule.
+
+Epochs are simulated (a fixed sleep, no training) so only the service's own
+scheduling shows: pauses at rungs, claims, decisions, resumes. The ideal for
+synchronous halving with W workers is sum over rungs of
+ceil(trials in rung / W) x epochs of that rung x seconds per epoch. The
+makespan is measured from the first epoch's start to the last epoch's end
+(worker start-up is reported separately). Prints one line per worker count
+and the worst ratio last.
+
+    python bench/scaling.py [--epoch-seconds 0.25] [--workers 1 2 4 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa  # noqa: E402
+
+from bench.common import grid_of, write_random_curves, write_study  # noqa: E402
+from hpo import db  # noqa: E402
+from hpo.rungs import rung_epochs, rung_sizes  # noqa: E402
+
+
+def ideal_makespan(n_trials: int, eta: int, boundaries: list[int], workers: int, seconds: float) -> float:
+    total, previous = 0.0, 0
+    for size, boundary in zip(rung_sizes(n_trials, eta, len(boundaries)), boundaries):
+        total += math.ceil(size / workers) * (boundary - previous) * seconds
+        previous = boundary
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epoch-seconds", type=float, default=0.25)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    args = parser.parse_args()
+    grid = grid_of(4, 4)
+    boundaries = rung_epochs("cumulative", 2, 5, 1)
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        curves = write_random_curves(tmp / "curves.csv", grid, boundaries[-1])
+        for workers in args.workers:
+            storage = f"sqlite:///{tmp / f'w{workers}.db'}"
+            study = write_study(tmp / f"w{workers}.toml", f"scaling-{workers}", grid, storage=storage)
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers",
+                            str(workers), "--replay-curves", str(curves), "--replay-epoch-seconds",
+                            str(args.epoch_seconds)], check=True, cwd=tmp,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wall = time.monotonic() - started
+            engine = db.create_service_engine(storage)
+            with engine.connect() as conn:
+                first, last, count = conn.execute(sa.select(
+                    sa.func.min(db.epochs.c.started_at), sa.func.max(db.epochs.c.finished_at),
+                    sa.func.count())).one()
+            engine.dispose()
+            makespan = last - first
+            ideal = ideal_makespan(16, 2, boundaries, workers, args.epoch_seconds)
+            ratios.append(makespan / ideal)
+            print(f"{workers} workers: {count} epochs, makespan {makespan:.2f}s, ideal {ideal:.2f}s, "
+                  f"ratio {makespan / ideal:.3f} (wall with start-up {wall:.1f}s)", flush=True)
+    print(f"worst makespan/ideal over {args.workers} workers: {max(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
