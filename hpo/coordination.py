@@ -267,6 +267,13 @@ class Coordinator:
             conn.execute(db.trials.update().where(db.trials.c.study == self.study,
                                                   db.trials.c.number == number).values(**values))
 
+    def paused_rungs(self) -> list[int]:
+        """Rungs with trials parked at them (the only rungs that can be decidable)."""
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(sa.select(t.rung).distinct().where(
+                t.study == self.study, t.state == "paused")).scalars())
+
     def open_count(self) -> int:
         """Trials not yet in a final state; the study is finished when this is 0."""
         t = db.trials.c

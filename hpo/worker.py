@@ -40,7 +40,7 @@ class LeaseLost(Exception):
 
 class Worker:
     def __init__(self, spec: StudySpec, storage_url: str, make_run: Callable[[Mapping[str, Any]], TrialRun],
-                 artifacts: str | None = None, device: str = "auto", poll_seconds: float = 0.5,
+                 artifacts: str | None = None, device: str = "auto", poll_seconds: float = 0.2,
                  claim_seed: int | None = None, max_trials: int | None = None):
         self.spec = spec
         self.storage_url = storage_url
@@ -202,7 +202,7 @@ class Worker:
         """An idle worker decides any rung whose cohort is complete (e.g. after a failure)."""
         if self.spec.scheduler.kind != "sync-halving":
             return
-        for rung in range(len(self.spec.boundaries)):
+        for rung in db.retrying(self.coord.paused_rungs, log=log):
             db.retrying(self.coord.decide_rung, rung, self.worker_id, log=log)
 
     def finalize(self) -> None:
