@@ -94,7 +94,7 @@ class LearningCurves:
                 want = params[axis]
                 col = frame[axis]
                 if isinstance(want, float):
-                    mask = mask & col.apply(lambda v: _close(v, want))
+                    mask = mask & col.apply(_close, args=(want,))
                 else:
                     mask = mask & (col.astype(str) == str(want))
             rows = frame[mask]

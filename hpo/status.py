@@ -57,7 +57,8 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     for k, boundary in enumerate(spec.boundaries):
         here = [t for t in snap["trials"] if t.rung == k]
         entered = len(here) + sum(t.rung > k for t in snap["trials"])
-        count = lambda state: sum(t.state == state for t in here)  # noqa: E731
+        states = [t.state for t in here]
+        count = states.count
         verdict = "-"
         if k in decided:
             verdict = f"{len(json.loads(decided[k].survivors_json))} kept"

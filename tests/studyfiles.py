@@ -54,9 +54,8 @@ def oracle(table: list[list[float]], eta: int, boundaries: list[int], maximize: 
     alive = list(range(len(table)))
     rungs = []
     for k, epoch in enumerate(boundaries):
-        def badness(i):
-            return (-table[i][epoch - 1] if maximize else table[i][epoch - 1], i)
-        ordered = sorted(alive, key=badness)
+        sign = -1 if maximize else 1
+        ordered = sorted(alive, key=lambda i, e=epoch: (sign * table[i][e - 1], i))
         last = k == len(boundaries) - 1
         keep = len(ordered) if last else max(1, len(ordered) // eta)
         rungs.append((epoch, sorted(alive), ordered[:keep]))

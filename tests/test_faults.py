@@ -72,12 +72,10 @@ def check_outcome(storage: str, trace: Path, max_lost: int) -> None:
         assert t.intermediate_values == {e: TABLE[t.number][e - 1] for e in range(1, last + 1)}
 
 
-def test_sigkilled_worker_is_taken_over_from_its_last_checkpoint(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=3)
-    curves = write_curves(tmp_path / "c.csv", TABLE)
-    trace = tmp_path / "trace.jsonl"
-    workers = [start_worker(study, storage, curves, trace, tmp_path, 0.15) for _ in range(2)]
+def kill_one_worker_mid_rung(study: Path, storage: str, curves: Path, trace: Path, cwd: Path,
+                             n_workers: int, seconds: float):
+    """Start workers, SIGKILL one while it holds a trial in the middle of rung 2, let the rest finish."""
+    workers = [start_worker(study, storage, curves, trace, cwd, seconds) for _ in range(n_workers)]
     try:
         victim = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
         os.kill(worker_pid(storage, victim.lease_owner), signal.SIGKILL)
@@ -86,8 +84,16 @@ def test_sigkilled_worker_is_taken_over_from_its_last_checkpoint(tmp_path):
     finally:
         for w in workers:
             w.kill()
-    codes = sorted(w.returncode for w in workers)
-    assert codes == [-signal.SIGKILL, 0], codes
+    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL] + [0] * (n_workers - 1)
+    return victim
+
+
+def test_sigkilled_worker_is_taken_over_from_its_last_checkpoint(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=3)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    trace = tmp_path / "trace.jsonl"
+    victim = kill_one_worker_mid_rung(study, storage, curves, trace, tmp_path, 2, 0.15)
     rows = epoch_rows(storage, "blog")
     victim_epochs = sorted(r.epoch for r in rows if r.number == victim.number)
     assert victim_epochs == sorted(set(victim_epochs)), "an epoch of the victim's trial was redone"

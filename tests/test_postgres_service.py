@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import optuna
 
 from studyfiles import blog_boundaries, cli, epoch_rows, oracle, stored_rungs, write_curves, write_study
-from test_faults import TABLE, check_outcome, holder_of_a_trial_mid_rung, start_worker, worker_pid
+from test_faults import TABLE, check_outcome, holder_of_a_trial_mid_rung, kill_one_worker_mid_rung, start_worker
 
 
 def test_four_workers_on_postgres_reach_the_oracles_decisions(tmp_path, pg_url):
@@ -34,16 +32,7 @@ def test_sigkilled_worker_on_postgres(tmp_path, pg_url):
     study = write_study(tmp_path / "blog.toml", lease_seconds=2)
     curves = write_curves(tmp_path / "c.csv", TABLE)
     trace = tmp_path / "trace.jsonl"
-    workers = [start_worker(study, pg_url, curves, trace, tmp_path, 0.1) for _ in range(4)]
-    try:
-        victim = holder_of_a_trial_mid_rung(pg_url, 2, time.monotonic() + 120)
-        os.kill(worker_pid(pg_url, victim.lease_owner), signal.SIGKILL)
-        for w in workers:
-            w.wait(timeout=240)
-    finally:
-        for w in workers:
-            w.kill()
-    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL, 0, 0, 0]
+    kill_one_worker_mid_rung(study, pg_url, curves, trace, tmp_path, 4, 0.1)
     check_outcome(pg_url, trace, max_lost=1)
 
 
