@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import optuna
@@ -24,7 +25,21 @@ def test_four_workers_on_postgres_reach_the_oracles_decisions(tmp_path, pg_url):
     assert len({r.worker for r in rows}) == 4
     password = pg_url.split(":")[2].split("@")[0]
     logs = "".join(p.read_text() for p in tmp_path.glob("**/logs/*.log"))
-    assert password not in logs + done.stdout + done.stderr
+    status = cli("status", "--study", "blog", "--storage", pg_url)
+    exported = cli("export", "--study", "blog", "--storage", pg_url, "-o", str(tmp_path / "best.toml"))
+    assert status.returncode == 0 and exported.returncode == 0, status.stderr + exported.stderr
+    everything = logs + done.stdout + done.stderr + status.stdout + exported.stdout
+    everything += (tmp_path / "best.toml").read_text()
+    assert password not in everything
+    # The password may come from PGPASSWORD or a file instead of the URL.
+    bare = pg_url.replace(f":{password}@", "@")
+    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    secret = tmp_path / "pgpass"
+    secret.write_text(password + "\n")
+    for extra in ({"PGPASSWORD": password}, {"SAAN_HPO_PGPASSWORD_FILE": str(secret)}):
+        shown = cli("status", "--study", "blog", "--storage", bare, env={**env, **extra})
+        assert shown.returncode == 0 and "epochs spent 80" in shown.stdout, shown.stderr
+    assert "saan_hpo:***@" in status.stdout and "saan_hpo:***@" in (tmp_path / "best.toml").read_text()
     assert optuna.load_study(study_name="blog", storage=pg_url).best_trial.number == expected[-1][2][0]
 
 
