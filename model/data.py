@@ -23,7 +23,7 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from PIL import Image
 
 from model.config import DataConfig
 from model.errors import DataError, ImageError
+
+if TYPE_CHECKING:
+    from model.cache import Cache
 
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -115,7 +118,9 @@ class ImageSplit:
 
     ``pixels`` is an (N, H, W, 3) uint8 array (the memory-mapped cache) or None,
     in which case batches are decoded from disk on every access (cache = false).
-    ``rows`` maps position i to the row in ``pixels``.
+    ``rows`` maps position i to the row in ``pixels``. With a cache, the first
+    read of each row is checked against its CRC; a damaged row makes ``reopen``
+    rebuild the cache (model/cache.py), and the batch is read again from it.
     """
 
     split: str
@@ -126,6 +131,8 @@ class ImageSplit:
     skipped: list[str]
     pixels: np.ndarray | None = None
     rows: np.ndarray | None = None
+    cache: "Cache | None" = None
+    reopen: Callable[[], "Cache"] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -135,9 +142,14 @@ class ImageSplit:
         if self.pixels is not None:
             rows = self.rows[indices]
             order = np.argsort(rows, kind="stable")  # sorted reads are kinder to a memmap
-            out = np.empty((len(rows),) + self.pixels.shape[1:], np.uint8)
-            out[order] = self.pixels[rows[order]]
-            return out
+            for _ in range(2):
+                out = np.empty((len(rows),) + self.pixels.shape[1:], np.uint8)
+                out[order] = self.pixels[rows[order]]
+                bad = self.cache.bad_rows(rows, out) if self.cache is not None else []
+                if not bad:
+                    return out
+                self._rebuild(bad)
+            raise DataError(f"{self.cache.path}: rows {bad[:5]} fail their checksum after a rebuild")
         out = np.empty((len(indices), self.image_size, self.image_size, 3), np.uint8)
         for j, i in enumerate(indices):
             path = self.root / "images" / self.names[i]
@@ -147,6 +159,17 @@ class ImageSplit:
                 raise ImageError(bad_image(path, err)) from None
         return out
 
+    def _rebuild(self, bad: list[int]) -> None:
+        from model.cache import invalidate
+        log.warning("cache %s: %d row(s) fail their checksum (first: row %d); rebuilding it",
+                    self.cache.path, len(bad), bad[0])
+        invalidate(self.cache)
+        cache = self.reopen()
+        if not np.array_equal(np.asarray(cache.kept), self.rows):
+            raise DataError(f"{cache.path}: the rebuilt cache holds other images "
+                            f"(files changed on disk?); start again")
+        self.cache, self.pixels = cache, cache.pixels
+
 
 def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None) -> ImageSplit:
     """Index ``split`` and, with ``cfg.cache``, build or open its decode-once cache."""
@@ -155,9 +178,11 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
     rows = split_rows(cfg, split)
     if not rows:
         raise DataError(f"{csv_path(root, split)}: no images in split {split!r}")
+    cache = reopen = None
     if cfg.cache:
         from model.cache import open_cache
-        cache = open_cache(root, rows, split, cfg, logger)
+        reopen = functools.partial(open_cache, root, rows, split, cfg, logger)
+        cache = reopen()
         kept, pixels = cache.kept, cache.pixels
         skipped = cache.skipped
     else:
@@ -180,7 +205,7 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
     kept = np.asarray(kept, dtype=np.int64)
     return ImageSplit(split, root, cfg.image_size, [rows[i][0] for i in kept],
                       np.asarray([rows[i][1] for i in kept], np.float32), skipped,
-                      pixels, kept if pixels is not None else None)
+                      pixels, kept if pixels is not None else None, cache, reopen)
 
 
 def _check_image(path: Path) -> str | None:
