@@ -118,17 +118,26 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+def channel_stats(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and channel mean and unbiased std (+ ``eps``) over H·W, shaped (B, C, 1, 1)."""
+    return (x.mean(dim=(2, 3), keepdim=True),
+            x.flatten(2).std(dim=2, unbiased=True)[..., None, None] + eps)
+
+
+def adain_with(content: torch.Tensor, s_mean: torch.Tensor, s_std: torch.Tensor,
+               eps: float = 1e-6) -> torch.Tensor:
+    """AdaIN given the style's statistics (channel_stats of the style map)."""
+    c_mean, c_std = channel_stats(content, eps)
+    return s_std * (content - c_mean) / c_std + s_mean
+
+
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Adaptive instance normalisation: give ``content`` the per-channel mean/std of ``style``.
 
     Statistics are global over H·W per sample and channel (unbiased std, ``eps``
     added to the std as the paper's code), so the two maps may differ in size.
     """
-    c_mean = content.mean(dim=(2, 3), keepdim=True)
-    c_std = content.flatten(2).std(dim=2, unbiased=True)[..., None, None] + eps
-    s_mean = style.mean(dim=(2, 3), keepdim=True)
-    s_std = style.flatten(2).std(dim=2, unbiased=True)[..., None, None] + eps
-    return s_std * (content - c_mean) / c_std + s_mean
+    return adain_with(content, *channel_stats(style, eps), eps)
 
 
 class GenericAestheticBranch(nn.Module):
@@ -169,9 +178,14 @@ class StyleSpecificBranch(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # stride 8 -> 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():  # frozen encoder: no graph, no gradient
-            style = self.vgg(x)
-        return self.pool(self.relu(adain(self.trunk(x), style)))
+        # Frozen encoder in inference mode: no graph, no version counters, and
+        # its map is freed as soon as its statistics are taken. Only the (B, C)
+        # statistics leave the block; cloning makes them ordinary tensors that
+        # autograd may save for the backward pass of AdaIN.
+        with torch.inference_mode():
+            s_mean, s_std = channel_stats(self.vgg(x))
+        s_mean, s_std = s_mean.clone(), s_std.clone()
+        return self.pool(self.relu(adain_with(self.trunk(x), s_mean, s_std)))
 
 
 class NonLocalBlock(nn.Module):

@@ -15,7 +15,12 @@ needs no state of its own beyond the epoch counter.
 On CUDA the loop uses bf16 autocast, channels_last, cudnn.benchmark, pinned
 non-blocking copies and does flip + normalisation on the device; losses and
 predictions stay on the device until the end of the epoch (one sync per epoch).
-On CPU it is plain fp32.
+On CPU it is plain fp32, channels_last too (oneDNN's convolutions and pools run
+natively in NHWC, which the cache's uint8 batches already are) with denormals
+flushed. Both use the fused Adam kernel (one pass over all parameters instead
+of a dozen small ops per tensor: ~10% of a small CPU step). Evaluation runs in
+inference mode with a larger batch (EVAL_BATCH_FACTOR x the training batch
+unless eval_batch_size is set): no graph, no saved activations.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from model.saan import SAAN, build_saan
 from model.weights import load_pretrained
 
 CHECKPOINT_FORMAT = 1
+EVAL_BATCH_FACTOR = 4
 MAX_DECAYS = 4  # the paper stops decaying after epoch 40: base * 0.1**4
 ENV_THREADS = "SAAN_HPO_THREADS"
 ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
@@ -78,6 +84,12 @@ def configure_threads() -> None:
     # operator decides the split with SAAN_HPO_THREADS, otherwise torch's default.
     if os.environ.get(ENV_THREADS):
         torch.set_num_threads(int(os.environ[ENV_THREADS]))
+
+
+def configure_cpu() -> None:
+    # Denormal floats are 10-100x slower on x86 and carry no information for
+    # training; flushing them keeps a late-training CPU epoch from slowing down.
+    torch.set_flush_denormal(True)
 
 
 def configure_determinism(deterministic: bool, on_cuda: bool) -> None:
@@ -127,9 +139,10 @@ class Trainer:
         self.device = resolve_device(device or t.device)
         self.on_cuda = self.device.type == "cuda"
         configure_threads()
+        if not self.on_cuda:
+            configure_cpu()
         configure_determinism(t.deterministic, self.on_cuda)
-        self.memory_format = (torch.channels_last if self.on_cuda and t.channels_last
-                              else torch.contiguous_format)
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
 
         # Bad input (folder, CSV, column) fails here; decoding waits for first use,
         # so evaluating the test split never builds the train cache.
@@ -150,7 +163,8 @@ class Trainer:
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=learning_rate(t, 1),
-                                          betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
+                                          betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
+                                          fused=self.device.type in ("cuda", "cpu"))
         # Shuffling and flips draw from their own generator; dropout from torch's
         # global RNG. Both are part of state_dict().
         self.generator = torch.Generator().manual_seed(t.seed)
@@ -242,12 +256,12 @@ class Trainer:
             self.splits[name] = open_split(self.cfg.data, name, self.log)
         return self.splits[name]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, split: str = "val") -> tuple[np.ndarray, np.ndarray, list[str]]:
         """(predicted scores, true scores, image names) on the 0-10 scale, in CSV order."""
         data = self.split(split)
         self.model.eval()
-        batch_size = self.cfg.trainer.eval_batch_size or self.cfg.trainer.batch_size
+        batch_size = self.cfg.trainer.eval_batch_size or EVAL_BATCH_FACTOR * self.cfg.trainer.batch_size
         preds = []
         for images, _ in iterate_batches(data, batch_size, None, self.cfg.data.num_workers,
                                          pin_memory=self.on_cuda):
