@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("hpo.commands.train", "train one SAAN config, checkpointing every epoch"),
     "evaluate": ("hpo.commands.evaluate", "evaluate a checkpoint on a split"),
     "make-synthetic": ("hpo.commands.make_synthetic", "write a synthetic BAID-shaped folder"),
+    "table": ("hpo.commands.table", "test-set comparison table of a study's trials"),
 }
 
 
