@@ -176,7 +176,7 @@ def _validate(path: Path, key: str, shape: tuple) -> tuple[Cache | None, str]:
             return None, "checksum mismatch"
         return Cache(pixels, list(meta["kept"]), list(meta["skipped"]), path, False,
                      meta["build_id"], row_crc), ""
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except Exception as err:  # a damaged .npy header raises what numpy's parser meets (TokenError, SyntaxError...)
         return None, f"unreadable ({type(err).__name__}: {err})"
 
 
