@@ -1,29 +1,48 @@
 """Images/s of model.train.Trainer against a loop written the way the paper's code trains.
 
-    python bench/trainer.py [--n 48] [--width 1600] [--height 1200] [--image-size 64]
-                            [--backbone resnet18] [--batch 16] [--epochs 2] [--workers 0]
+    python bench/trainer.py [--n 64] [--image-size 32] [--backbone resnet18] [--head-hidden 256]
+                            [--batch 16] [--epochs 5] [--workers 0] [--device cpu]
+
+Defaults are the README demo's model and input (resnet18 SAAN, head_hidden 256,
+32 px) on BAID-sized JPEGs (1600x1200, as most of BAID's are); batch 16 is the
+middle of the demo grid.
 
 a) reference: a torch Dataset that opens and decodes each full-size JPEG with
    PIL, Resize((s, s)) + RandomHorizontalFlip + ToTensor + Normalize, every
    epoch, fp32, DataLoader(shuffle=True), the same SAAN, Adam and MSE;
-b) Trainer, cold cache: its first epoch, building the decode-once cache;
+b) Trainer, cold cache: building the decode-once cache plus its first epoch;
 c) Trainer, warm cache: later epochs (read uint8 from the memmap, flip, normalise).
 
-Prints b/a and c/a; the last line is the warm/reference ratio. Synthetic
-BAID-like JPEGs of 1600x1200 (BAID's are mostly that large) are generated in a
-temporary folder. A ratio, never an assertion: timings vary by machine.
+Both models are warmed up (one untimed epoch of a), one untimed step of the
+trainer) so neither pays one-time kernel set-up inside a timed epoch. Epochs
+of a) and c) then alternate, so both see the same load from other processes,
+and each rate uses the fastest of its epochs (as timeit advises: the minimum is
+the run least disturbed; medians are printed beside). The first line is the
+settings, the last the warm/reference ratio c/a. A ratio, never an assertion.
+
+``--flops`` adds the model's training FLOPs per image (counted with
+torch.utils.flop_counter on one forward + backward step) and, on a GPU, the
+fraction of its bf16 dense peak that c) reaches; ``--epoch-images N`` projects
+seconds per epoch of N images (BAID's train split: about 48,000). bench/gpu.sh
+runs it that way on one GPU at the paper's settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
+import shutil
+import statistics
+import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("SAAN_HPO_NO_PROGRESS", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision import transforms  # noqa: E402
@@ -31,10 +50,52 @@ from torchvision import transforms  # noqa: E402
 from model.config import DataConfig, ModelConfig, RunConfig, TrainerConfig  # noqa: E402
 from model.data import IMAGENET_MEAN, IMAGENET_STD, split_rows  # noqa: E402
 from model.saan import build_saan  # noqa: E402
-from model.synthetic import make_synthetic_baid  # noqa: E402
+from model.synthetic import draw_image, score_rule  # noqa: E402
 from model.train import Trainer  # noqa: E402
 
+# bf16 dense tensor-core peaks (TFLOP/s), by a substring of torch.cuda.get_device_name().
+# First match wins, so the more specific names come first.
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+                    ("GH200", 989.0), ("H800", 989.0), ("B200", 2250.0), ("A100", 312.0),
+                    ("L40S", 362.0), ("A10G", 70.0), ("L4", 121.0))
 
+
+# ---- data -----------------------------------------------------------------
+def _draw(args: tuple[int, int, int, Path]) -> tuple[str, float]:
+    i, width, height, folder = args
+    rng = np.random.default_rng(1000 + i)
+    c, k = rng.random(2)
+    name = f"bench_{i:05d}.jpg"
+    Image.fromarray(draw_image(rng, width, height, c, k)).save(folder / name, quality=90)
+    return name, round(score_rule(c, k, rng.normal(0, 0.35)), 3)
+
+
+def make_dataset(root: Path, n_train: int, width: int, height: int, unique: int) -> None:
+    """BAID layout with ``n_train`` train JPEGs: ``unique`` drawn in parallel, the rest hard links.
+
+    A hard-linked copy decodes exactly like its original, so the loops pay the
+    full per-image decode; only generating the pictures is saved.
+    """
+    images = root / "images"
+    images.mkdir(parents=True)
+    unique = max(1, min(unique, n_train))
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        drawn = list(pool.map(_draw, [(i, width, height, images) for i in range(unique)]))
+    rows = list(drawn)
+    for i in range(unique, n_train):
+        name, score = drawn[i % unique]
+        copy = f"bench_{i:05d}.jpg"
+        os.link(images / name, images / copy)
+        rows.append((copy, score))
+    (root / "dataset").mkdir()
+    for split, part in (("train", rows), ("val", drawn[:4]), ("test", drawn[:4])):
+        with open(root / "dataset" / f"{split}_set.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", "score"])
+            writer.writerows(part)
+
+
+# ---- a) the paper's way --------------------------------------------------------
 class PaperDataset(torch.utils.data.Dataset):
     def __init__(self, root: Path, rows, size: int):
         self.root, self.rows = root, rows
@@ -51,69 +112,183 @@ class PaperDataset(torch.utils.data.Dataset):
         return self.transform(image), torch.tensor(score / 10, dtype=torch.float32)
 
 
-def reference_images_per_s(cfg: RunConfig, root: Path, epochs: int) -> float:
-    torch.manual_seed(0)
-    model = build_saan(cfg.model).train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.trainer.lr,
-                           betas=(cfg.trainer.beta1, cfg.trainer.beta2),
-                           weight_decay=cfg.trainer.weight_decay)
-    loader = torch.utils.data.DataLoader(PaperDataset(root, split_rows(cfg.data, "train"),
-                                                      cfg.data.image_size),
-                                         batch_size=cfg.trainer.batch_size, shuffle=True,
-                                         num_workers=cfg.data.num_workers)
-    seen, start = 0, time.perf_counter()
-    for _ in range(epochs):
-        for x, y in loader:
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            opt.zero_grad()
+class ReferenceLoop:
+    """The paper's training loop: fp32, decode + resize every epoch in the DataLoader."""
+
+    def __init__(self, cfg: RunConfig, root: Path, device: torch.device, workers: int):
+        torch.manual_seed(0)
+        self.device = device
+        self.model = build_saan(cfg.model).to(device).train()
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad],
+                                    lr=cfg.trainer.lr, betas=(cfg.trainer.beta1, cfg.trainer.beta2),
+                                    weight_decay=cfg.trainer.weight_decay)
+        self.loader = torch.utils.data.DataLoader(
+            PaperDataset(root, split_rows(cfg.data, "train"), cfg.data.image_size),
+            batch_size=cfg.trainer.batch_size, shuffle=True, num_workers=workers)
+
+    def epoch(self) -> int:
+        seen = 0
+        for x, y in self.loader:
+            x, y = x.to(self.device), y.to(self.device)
+            loss = torch.nn.functional.mse_loss(self.model(x), y)
+            self.opt.zero_grad()
             loss.backward()
-            opt.step()
+            self.opt.step()
             seen += len(x)
-    return seen / (time.perf_counter() - start)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return seen
+
+
+# ---- helpers --------------------------------------------------------------
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def warm_up_trainer(trainer: Trainer, batch: int, size: int) -> None:
+    """One untimed forward + backward at the batch shape (kernel selection, cudnn autotune)."""
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    x = trainer._to_input(images, torch.zeros(batch, dtype=torch.bool))
+    trainer.model.train()
+    with trainer._autocast():
+        pred = trainer.forward(x)
+    pred.float().mean().backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    if trainer.on_cuda:
+        torch.cuda.synchronize(trainer.device)
+
+
+def training_flops_per_image(trainer: Trainer, size: int, batch: int = 2) -> float:
+    """FLOPs of one training step per image, counted by torch (convolutions and matmuls).
+
+    Counted on a real forward + backward of the trainer's model: the frozen
+    generic branch and VGG run forward only (no graph), the trained parts
+    forward and backward (about 2x their forward: gradients of inputs and of
+    weights). The optimizer step and elementwise ops are not counted, as in
+    the usual MFU convention.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    images = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    x = trainer._to_input(images, torch.zeros(batch, dtype=torch.bool))
+    trainer.model.train()
+    with FlopCounterMode(display=False) as counter:
+        with trainer._autocast():
+            pred = trainer.model(x)
+        pred.float().mean().backward()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / batch
+
+
+def bf16_peak(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in BF16_PEAK_TFLOPS:
+        if key in name:
+            return name, tflops * 1e12
+    return name, None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=48)
+    p.add_argument("--n", type=int, default=64, help="training images")
+    p.add_argument("--unique", type=int, default=32, help="distinct pictures (the rest hard links)")
     p.add_argument("--width", type=int, default=1600)
     p.add_argument("--height", type=int, default=1200)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--backbone", default="resnet18", choices=("resnet18", "resnet50"))
+    p.add_argument("--head-hidden", type=int, default=256)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=2, help="epochs timed for a) and c)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers, both loops")
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs of a) and of c)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers of a)")
+    p.add_argument("--trainer-workers", type=int, default=None,
+                   help="DataLoader workers of the Trainer (default: --workers)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cold-repeats", type=int, default=3, help="times b) is measured (cache deleted)")
+    p.add_argument("--no-cold", action="store_true", help="skip b) (the cache is built untimed)")
+    p.add_argument("--flops", action="store_true", help="count training FLOPs; GPU: fraction of peak")
+    p.add_argument("--epoch-images", type=int, default=0,
+                   help="also print projected seconds per epoch of this many images")
     args = p.parse_args()
+    device = torch.device(args.device)
+    trainer_workers = args.workers if args.trainer_workers is None else args.trainer_workers
+    amp = device.type == "cuda"
+    print(f"settings: {args.backbone} SAAN (head_hidden {args.head_hidden}) at {args.image_size}px, "
+          f"batch {args.batch}, {args.n} train JPEGs of {args.width}x{args.height}, {args.epochs} "
+          f"timed epochs, device {device}, {torch.get_num_threads()} threads, loader workers "
+          f"a) {args.workers} / trainer {trainer_workers}, trainer "
+          f"{'bf16 autocast' if amp else 'fp32'}, torch {torch.__version__}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="saan-bench-") as tmp:
         root = Path(tmp) / "baid"
-        start = time.perf_counter()
-        make_synthetic_baid(root, args.n, (args.width, args.height), seed=0)
-        print(f"data: {args.n} JPEGs of {args.width}x{args.height} in {time.perf_counter() - start:.1f} s; "
-              f"{args.backbone} at {args.image_size}px, batch {args.batch}, device {args.device}, "
-              f"{torch.get_num_threads()} threads, {args.workers} loader workers")
+        seconds = timed(lambda: make_dataset(root, args.n, args.width, args.height, args.unique))
+        print(f"data: {args.n} JPEGs ({min(args.unique, args.n)} distinct) in {seconds:.1f} s", flush=True)
         cfg = RunConfig(
-            data=DataConfig(root=str(root), image_size=args.image_size, num_workers=args.workers),
-            model=ModelConfig(backbone=args.backbone),
-            trainer=TrainerConfig(lr=1e-4, batch_size=args.batch, schedule="constant"))
+            data=DataConfig(root=str(root), image_size=args.image_size, num_workers=trainer_workers,
+                            cache_dir=str(Path(tmp) / "cache")),
+            model=ModelConfig(backbone=args.backbone, head_hidden=args.head_hidden),
+            trainer=TrainerConfig(lr=1e-4, batch_size=args.batch, schedule="constant",
+                                  device=str(device), amp=amp))
 
-        a = reference_images_per_s(cfg, root, args.epochs)
-        print(f"a) reference (PIL decode + resize every epoch, fp32): {a:8.1f} img/s")
+        reference = ReferenceLoop(cfg, root, device, args.workers)
+        reference.epoch()  # untimed: kernel set-up, file system cache
+        trainer = Trainer(cfg, device=str(device))
+        warm_up_trainer(trainer, args.batch, args.image_size)
+        n = len(split_rows(cfg.data, "train"))
 
-        trainer = Trainer(cfg, device=args.device)
-        n_train = len(split_rows(cfg.data, "train"))
-        start = time.perf_counter()
-        trainer.split("train")  # cold: decodes every image once into the cache
-        trainer._train_epoch(1)
-        b = n_train / (time.perf_counter() - start)
-        print(f"b) Trainer, cold cache (first epoch, builds it):   {b:8.1f} img/s")
-        start = time.perf_counter()
+        rows = []  # (label, images/s, s/epoch, median s/epoch)
+        cold_times = []
+        for _ in range(0 if args.no_cold else args.cold_repeats):
+            shutil.rmtree(cfg.data.cache_dir, ignore_errors=True)  # cold: no cache file
+            trainer.splits.clear()
+            cold_times.append(timed(lambda: (trainer.split("train"), trainer._train_epoch(1))))
+        if cold_times:
+            cold = min(cold_times)
+            rows.append(("b) Trainer, cold cache (build + 1st epoch)", n / cold, cold,
+                         statistics.median(cold_times)))
+        else:
+            trainer.split("train")
+            trainer._train_epoch(1)
+        a_times, c_times = [], []
         for epoch in range(2, 2 + args.epochs):
-            trainer._train_epoch(epoch)
-        c = n_train * args.epochs / (time.perf_counter() - start)
-        print(f"c) Trainer, warm cache:                            {c:8.1f} img/s")
-        print(f"b/a (cold/reference) = {b / a:.2f}")
-        print(f"c/a (warm/reference) = {c / a:.2f}")
+            a_times.append(timed(reference.epoch))
+            c_times.append(timed(lambda: trainer._train_epoch(epoch)))
+        a, c = min(a_times), min(c_times)
+        rows.insert(0, ("a) reference (PIL every epoch, fp32)", n / a, a, statistics.median(a_times)))
+        rows.append(("c) Trainer, warm cache", n / c, c, statistics.median(c_times)))
+
+        print(f"{'':44s} {'img/s':>9s} {'s/epoch':>9s} {'median':>9s}"
+              + (f" {'s/epoch of ' + str(args.epoch_images):>16s}" if args.epoch_images else ""))
+        for label, rate, best, median in rows:
+            line = f"{label:44s} {rate:9.1f} {best:9.3f} {median:9.3f}"
+            if args.epoch_images:
+                line += f" {args.epoch_images / rate:16.1f}"
+            print(line)
+
+        if args.flops:
+            per_image = training_flops_per_image(trainer, args.image_size)
+            name, peak = bf16_peak(device)
+            print(f"training FLOPs per image: {per_image / 1e9:.2f} GFLOP (forward + backward, "
+                  f"torch.utils.flop_counter)")
+            for label, rate, _, _ in rows[:1] + rows[-1:]:
+                achieved = per_image * rate
+                share = f"{achieved / peak:.1%} of {name}'s {peak / 1e12:.0f} TFLOP/s bf16 dense peak" \
+                    if peak else f"(no bf16 peak known for {name})"
+                print(f"{label[:2]} {achieved / 1e12:8.2f} TFLOP/s = {share}")
+
+        rates = {label[0]: rate for label, rate, _, _ in rows}
+        if "b" in rates:
+            print(f"b/a (cold/reference) = {rates['b'] / rates['a']:.2f}")
+        print(f"c/a (warm/reference) = {rates['c'] / rates['a']:.2f}", end="")
+        if args.flops:  # one summary line, still ending with the ratio's figure
+            share = f", {per_image * rates['c'] / peak:.1%} of bf16 peak" if peak else ""
+            epoch = f", {args.epoch_images / rates['c']:.0f} s per {args.epoch_images}-image epoch" \
+                if args.epoch_images else ""
+            print(f"; warm trainer {rates['c']:.0f} img/s{epoch}{share}", end="")
+        print()
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
