@@ -108,7 +108,7 @@ class TrainerConfig:
     device: str = "auto"
     # Deterministic algorithms (exact resume on CPU); slower on CUDA.
     deterministic: bool = False
-    # bf16 autocast and channels_last apply on CUDA only; CPU trains in fp32.
+    # bf16 autocast applies on CUDA only (CPU trains in fp32); channels_last on both.
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

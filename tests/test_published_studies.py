@@ -1,9 +1,9 @@
 """The published experiments as studies (variants, ablation, reproduce), run small.
 
 Each study file in studies/ runs on tiny synthetic data with a resnet18 SAAN
-through ``--data synthetic`` (hpo/smoke.py). Where ``launch``/``worker`` do
-not offer that option, the tests launch the equivalent study file written by
-``synthetic_study_text`` instead -- the same spec, same hash (checked below).
+through ``launch``/``worker --data synthetic`` (hpo/smoke.py); the equivalent
+study file written by ``synthetic_study_text`` has the same spec and hash
+(checked below).
 """
 
 from __future__ import annotations
@@ -36,24 +36,9 @@ STUDIES = ROOT / "studies"
 PUBLISHED = ("variants", "ablation", "reproduce", "blog-grid")
 
 
-def _cli_has_data_option() -> bool:
-    from hpo.commands import launch, worker
-
-    for module in (launch, worker):
-        parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        if not any("--data" in action.option_strings for action in parser._actions):
-            return False
-    return True
-
-
 def synthetic_argv(study: Path, tmp: Path, epochs: int) -> list[str]:
     """Arguments for launch/worker that run ``study`` small on synthetic data."""
-    if _cli_has_data_option():
-        return [str(study), "--data", "synthetic", "--epochs", str(epochs)]
-    out = tmp / f"{study.stem}-synthetic.toml"
-    out.write_text(synthetic_study_text(load_spec(study), epochs))
-    return [str(out)]
+    return [str(study), "--data", "synthetic", "--epochs", str(epochs)]
 
 
 def storage_of(tmp: Path, name: str) -> str:

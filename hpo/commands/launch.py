@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from hpo.commands.common import add_replay, add_study_file, replay_curves, resolve_spec
+from hpo.smoke import add_data_option, apply_data_option, data_option_argv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="local workers (default 1)")
     parser.add_argument("--device", default=None,
                         help="device for every worker (default: one GPU each, else CPU)")
+    add_data_option(parser)
     add_replay(parser)
 
 
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
     spec, storage, artifacts = resolve_spec(args)
+    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
     replay_curves(args, spec)  # validate before anything is stored
     created = open_or_create(spec, storage)
@@ -94,6 +97,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
     for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
                    "--artifacts", artifacts, "--device", device]
+        command += data_option_argv(args)
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
                         "--replay-epoch-seconds", str(args.replay_epoch_seconds)]

@@ -7,12 +7,14 @@ import dataclasses
 import os
 
 from hpo.commands.common import add_replay, add_study_file, replay_curves, resolve_spec
+from hpo.smoke import add_data_option, apply_data_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_file(parser)
     parser.add_argument("--device", default=None,
                         help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+    add_data_option(parser)
     add_replay(parser)
 
 
@@ -22,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from hpo.worker import Worker
 
     spec, storage, artifacts = resolve_spec(args)
+    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
     curves = replay_curves(args, spec)
     open_or_create(spec, storage)
