@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -99,3 +100,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 # ---- fixtures from other modules' tests go below this line -------------------------------------
+
+
+@pytest.fixture
+def baid(source: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's synthetic BAID folder (``source``, defined per module)."""
+    root = tmp_path / "baid"
+    shutil.copytree(source, root)
+    return root

@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -46,13 +45,6 @@ print(json.dumps({"built": data.cache.built, "path": str(data.cache.path),
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return make_synthetic_baid(tmp_path_factory.mktemp("src") / "baid", n=60, size=40, seed=4)
-
-
-@pytest.fixture
-def baid(source, tmp_path):
-    root = tmp_path / "baid"
-    shutil.copytree(source, root)
-    return root
 
 
 def cfg(root, **kw) -> DataConfig:

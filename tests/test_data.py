@@ -1,7 +1,6 @@
 """model/data.py, model/cache.py, model/synthetic.py: layout, bad input, cache, transforms."""
 
 import logging
-import shutil
 import threading
 
 import numpy as np
@@ -19,13 +18,6 @@ from model.synthetic import make_synthetic_baid
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return make_synthetic_baid(tmp_path_factory.mktemp("src") / "baid", n=40, size=40, seed=2)
-
-
-@pytest.fixture
-def baid(source, tmp_path):
-    root = tmp_path / "baid"
-    shutil.copytree(source, root)
-    return root
 
 
 def cfg(root, **kw) -> DataConfig:
