@@ -40,6 +40,7 @@ def grid_points(grid: dict | None = None) -> list[dict]:
 def write_curves(path: Path, table: list[list[float]], grid: dict | None = None) -> Path:
     """``table[i][e-1]``: the value of grid point i after epoch e."""
     grid = grid or BLOG_GRID
+    assert len(table) == len(grid_points(grid)), "one curve per grid point"
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow([*grid, "epoch", "value"])
@@ -58,6 +59,7 @@ def oracle(table: list[list[float]], eta: int, boundaries: list[int], maximize: 
         ordered = sorted(alive, key=lambda i, e=epoch: (sign * table[i][e - 1], i))
         last = k == len(boundaries) - 1
         keep = len(ordered) if last else max(1, len(ordered) // eta)
+        assert set(ordered[:keep]) <= set(alive) and len(ordered[:keep]) >= 1
         rungs.append((epoch, sorted(alive), ordered[:keep]))
         alive = ordered[:keep]
     spent = sum(len(c) * (e - (rungs[k - 1][0] if k else 0)) for k, (e, c, _) in enumerate(rungs))
@@ -86,9 +88,14 @@ def stored_rungs(storage: str, study: str) -> list[tuple[int, list[int], list[in
              json.loads(r.survivors_json)) for r in rows]
 
 
-def epoch_rows(storage: str, study: str):
+def study_rows(storage: str, table: sa.Table, study: str):
+    """Every row of one of the service's tables that belongs to ``study``."""
     engine = db.create_service_engine(storage)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.epochs).where(db.epochs.c.study == study)).all()
+        rows = conn.execute(sa.select(table).where(table.c.study == study)).all()
     engine.dispose()
     return rows
+
+
+def epoch_rows(storage: str, study: str):
+    return study_rows(storage, db.epochs, study)

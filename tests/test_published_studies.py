@@ -29,7 +29,7 @@ from hpo.smoke import (apply_data_option, synthetic_mapping, synthetic_override,
 from hpo.spec import load_spec
 from hpo.table import (ATTR_METRICS, ATTR_PREDICTIONS, METRIC_COLUMNS, axis_columns,
                        recompute_metrics, to_markdown)
-from studyfiles import cli, epoch_rows
+from studyfiles import cli, epoch_rows, study_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"
@@ -196,14 +196,6 @@ def test_table_of_a_study_without_finished_trial_is_one_line_exit_2(tmp_path):
     assert done.returncode == 2 and "not found" in done.stderr
 
 
-def _trial_row(storage: str, study: str):
-    engine = db.create_service_engine(storage)
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(db.trials).where(db.trials.c.study == study)).one()
-    engine.dispose()
-    return row
-
-
 def _kill_after_first_epoch(worker: subprocess.Popen, storage: str, name: str, tmp: Path) -> None:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and worker.poll() is None:
@@ -237,7 +229,7 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
             if worker.poll() is None:
                 worker.kill()
                 worker.wait(timeout=30)
-    at_kill = _trial_row(storage, name)
+    (at_kill,) = study_rows(storage, db.trials, name)
     assert 1 <= at_kill.epochs_done < epochs and at_kill.checkpoint_id
 
     done = cli("launch", *argv, cwd=tmp_path, timeout=300)
@@ -246,7 +238,7 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
     rows = epoch_rows(storage, name)
     # Every epoch trained and recorded once: the relaunch went on from the checkpoint.
     assert sorted(r.epoch for r in rows) == list(range(1, epochs + 1))
-    final = _trial_row(storage, name)
+    (final,) = study_rows(storage, db.trials, name)
     assert (final.state, final.epochs_done, final.claims) == ("complete", epochs, 2)
     best = optuna.load_study(study_name=name, storage=storage).best_trial
     assert best.user_attrs["epochs"] == epochs
