@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -134,9 +136,15 @@ def resolve_url(url: str) -> str:
             password = Path(secret_file).read_text().strip()
         if password is not None:
             parsed = parsed.set(password=password)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     return parsed.render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, None for other backends and in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def create_service_engine(url: str) -> Engine:
@@ -177,6 +185,38 @@ def is_sqlite(engine: Engine) -> bool:
 
 def create_tables(engine: Engine) -> None:
     metadata.create_all(engine)
+
+
+@contextmanager
+def reading(storage_url: str) -> Iterator[sa.Connection]:
+    """A connection for reading an existing study's tables; nothing is created.
+
+    Reading commands (status, report, export, table) must not leave an empty
+    database behind when a URL has a typo, so a missing SQLite file, an
+    unreachable server or absent service tables are one clear StorageError.
+    """
+    path = sqlite_path(resolve_url(storage_url))
+    if path is not None and not path.exists():
+        raise StorageError(f"storage {mask_url(storage_url)}: no database file at {path}")
+    engine = create_service_engine(storage_url)
+    try:
+        try:
+            conn = engine.connect()
+        except sa.exc.SQLAlchemyError as err:
+            raise StorageError(f"storage {mask_url(storage_url)}: cannot open the database "
+                               f"({first_line(err)})") from None
+        with conn:
+            if not sa.inspect(conn).has_table(studies.name):
+                raise StorageError(f"storage {mask_url(storage_url)}: holds no saan-hpo study")
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def first_line(err: BaseException) -> str:
+    """The driver's own message, first line only: enough to say why, no traceback."""
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # Optuna's RDBStorage wraps the driver's errors in its own StorageInternalError.

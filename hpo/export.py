@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import sqlalchemy as sa
 
 from model.config import dump_toml
 from model.errors import SaanError
 from hpo import db
-from hpo.results import best_trial, stored_spec
+from hpo.results import best_trial, checkpoint_ids, stored_spec
 from hpo.spec import StudySpec
 
 
@@ -49,15 +48,6 @@ def export_text(spec: StudySpec, best, storage_url: str, test_scores: dict | Non
     return dump_toml(run.to_mapping(), header="\n".join(header))
 
 
-def winner_checkpoint(spec: StudySpec, storage_url: str, number: int) -> str | None:
-    engine = db.create_service_engine(storage_url)
-    with engine.connect() as conn:
-        checkpoint = conn.execute(sa.select(db.trials.c.checkpoint_id).where(
-            db.trials.c.study == spec.name, db.trials.c.number == number)).scalar_one_or_none()
-    engine.dispose()
-    return checkpoint
-
-
 def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,
                     device: str | None = None, split: str = "test") -> dict:
     """Test-set scores of the winner: from its checkpoint, or retrained when that is gone."""
@@ -65,7 +55,7 @@ def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | No
     from hpo.objective import SaanRun
 
     run = SaanRun(spec, best.params, device)
-    checkpoint = winner_checkpoint(spec, storage_url, best.number)
+    checkpoint = checkpoint_ids(spec.name, storage_url).get(best.number)
     if checkpoint:
         run.load_bytes(CheckpointStore(artifacts or spec.artifacts, spec.name).load(checkpoint))
     else:

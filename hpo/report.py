@@ -119,19 +119,15 @@ def collect(name: str, storage_url: str) -> ReportData:
     spec = stored_spec(name, storage_url)
     study = optuna_link.open_study(spec, optuna_link.optuna_storage(storage_url))
     frozen = study.get_trials(deepcopy=False)
-    engine = db.create_service_engine(storage_url)
-    try:
-        with engine.connect() as conn:
-            service = {r.number: r for r in conn.execute(
-                sa.select(db.trials).where(db.trials.c.study == name))}
-            epoch_rows = conn.execute(sa.select(db.epochs).where(db.epochs.c.study == name)
-                                      .order_by(db.epochs.c.finished_at, db.epochs.c.id)).all()
-            worker_rows = conn.execute(sa.select(db.workers).where(db.workers.c.study == name)
-                                       .order_by(db.workers.c.started_at)).all()
-            decided = conn.execute(sa.select(sa.func.count()).select_from(db.rungs)
-                                   .where(db.rungs.c.study == name)).scalar_one()
-    finally:
-        engine.dispose()
+    with db.reading(storage_url) as conn:
+        service = {r.number: r for r in conn.execute(
+            sa.select(db.trials).where(db.trials.c.study == name))}
+        epoch_rows = conn.execute(sa.select(db.epochs).where(db.epochs.c.study == name)
+                                  .order_by(db.epochs.c.finished_at, db.epochs.c.id)).all()
+        worker_rows = conn.execute(sa.select(db.workers).where(db.workers.c.study == name)
+                                   .order_by(db.workers.c.started_at)).all()
+        decided = conn.execute(sa.select(sa.func.count()).select_from(db.rungs)
+                               .where(db.rungs.c.study == name)).scalar_one()
 
     last_metrics: dict[int, dict] = {}
     for row in epoch_rows:  # ordered by time: the last kept epoch wins

@@ -18,12 +18,8 @@ class StudyNotFound(SaanError):
 
 def stored_spec(name: str, storage_url: str) -> StudySpec:
     """The spec a study was created with, rebuilt from its stored identity."""
-    from hpo.study import connect
-
-    engine = connect(storage_url)
-    with engine.connect() as conn:
+    with db.reading(storage_url) as conn:
         row = conn.execute(sa.select(db.studies).where(db.studies.c.name == name)).first()
-    engine.dispose()
     if row is None:
         raise StudyNotFound(f"storage {db.mask_url(storage_url)}: study {name!r}: not found")
     identity = json.loads(row.spec_json)
@@ -40,3 +36,11 @@ def best_trial(name: str, storage_url: str) -> optuna.trial.FrozenTrial | None:
         return study.best_trial
     except ValueError:
         return None
+
+
+def checkpoint_ids(name: str, storage_url: str) -> dict[int, str | None]:
+    """Trial number -> its latest checkpoint's artifact id (None once deleted)."""
+    with db.reading(storage_url) as conn:
+        rows = conn.execute(sa.select(db.trials.c.number, db.trials.c.checkpoint_id)
+                            .where(db.trials.c.study == name)).all()
+    return {row.number: row.checkpoint_id for row in rows}

@@ -75,12 +75,10 @@ def simulate(spec: StudySpec, curves: LearningCurves, claim_seed: int | None = N
 
 
 def summarize(spec: StudySpec, storage_url: str, curves: LearningCurves) -> SimulationResult:
-    engine = db.create_service_engine(storage_url)
-    with engine.connect() as conn:
+    with db.reading(storage_url) as conn:
         spent = conn.execute(sa.select(sa.func.count()).select_from(db.epochs).where(
             db.epochs.c.study == spec.name)).scalar_one()
         trial_rows = conn.execute(sa.select(db.trials).where(db.trials.c.study == spec.name)).all()
-    engine.dispose()
     params_of = {r.number: json.loads(r.params_json) for r in trial_rows}
     rungs = rung_summaries(spec, storage_url, params_of)
 
@@ -117,13 +115,11 @@ def rung_summaries(spec: StudySpec, storage_url: str,
     pruners the same picture is read off the reported values: trials that
     reached a boundary were compared there, those that reported past it survived.
     """
-    engine = db.create_service_engine(storage_url)
-    with engine.connect() as conn:
+    with db.reading(storage_url) as conn:
         stored = conn.execute(sa.select(db.rungs).where(db.rungs.c.study == spec.name)
                               .order_by(db.rungs.c.rung)).all()
         reported = conn.execute(sa.select(db.epochs.c.number, db.epochs.c.epoch, db.epochs.c.value)
                                 .where(db.epochs.c.study == spec.name, db.epochs.c.kept)).all()
-    engine.dispose()
     if stored:
         return [RungSummary(
             rung=r.rung, epoch=r.epoch,

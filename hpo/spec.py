@@ -178,8 +178,6 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         description=study.get("description", ""),
         raw=dict(raw),
     )
-    if scheduler.kind == "none" and scheduler.epochs == 0:
-        pass  # trainer.epochs is used
     return spec
 
 

@@ -14,18 +14,14 @@ from hpo.spec import StudySpec
 
 
 def progress_snapshot(spec: StudySpec, storage_url: str) -> dict[str, Any]:
-    engine = db.create_service_engine(storage_url)
-    try:
-        with engine.connect() as conn:
-            trials = conn.execute(sa.select(db.trials).where(db.trials.c.study == spec.name)).all()
-            rungs = conn.execute(sa.select(db.rungs).where(db.rungs.c.study == spec.name)
-                                 .order_by(db.rungs.c.rung)).all()
-            workers = conn.execute(sa.select(db.workers).where(db.workers.c.study == spec.name)
-                                   .order_by(db.workers.c.started_at)).all()
-            epochs = conn.execute(sa.select(db.epochs.c.started_at, db.epochs.c.finished_at)
-                                  .where(db.epochs.c.study == spec.name)).all()
-    finally:
-        engine.dispose()
+    with db.reading(storage_url) as conn:
+        trials = conn.execute(sa.select(db.trials).where(db.trials.c.study == spec.name)).all()
+        rungs = conn.execute(sa.select(db.rungs).where(db.rungs.c.study == spec.name)
+                             .order_by(db.rungs.c.rung)).all()
+        workers = conn.execute(sa.select(db.workers).where(db.workers.c.study == spec.name)
+                               .order_by(db.workers.c.started_at)).all()
+        epochs = conn.execute(sa.select(db.epochs.c.started_at, db.epochs.c.finished_at)
+                              .where(db.epochs.c.study == spec.name)).all()
     durations = [e.finished_at - e.started_at for e in epochs]
     spent = len(epochs)
     planned = spec.planned_epochs()

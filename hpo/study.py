@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 def connect(storage_url: str) -> sa.engine.Engine:
     """Engine with the service tables in place; an unreachable URL is one clear error."""
+    path = db.sqlite_path(db.resolve_url(storage_url))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     engine = db.create_service_engine(storage_url)
     try:
         for attempt in range(5):
@@ -35,9 +38,8 @@ def connect(storage_url: str) -> sa.engine.Engine:
                     raise
                 time.sleep(0.2 * (attempt + 1))
     except sa.exc.SQLAlchemyError as err:
-        reason = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else type(err).__name__
         raise db.StorageError(f"storage {db.mask_url(storage_url)}: cannot open the database "
-                              f"({reason})") from None
+                              f"({db.first_line(err)})") from None
     return engine
 
 

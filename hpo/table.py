@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 
 from model.errors import SaanError
 from hpo import db, optuna_link
-from hpo.results import stored_spec
+from hpo.results import checkpoint_ids, stored_spec
 from hpo.spec import StudySpec
 
 log = logging.getLogger(__name__)
@@ -103,15 +103,6 @@ def store_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: dict[
 
 
 # ---- the table --------------------------------------------------------------------
-def checkpoint_ids(spec: StudySpec, storage_url: str) -> dict[int, str | None]:
-    engine = db.create_service_engine(storage_url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(db.trials.c.number, db.trials.c.checkpoint_id)
-                            .where(db.trials.c.study == spec.name)).all()
-    engine.dispose()
-    return {row.number: row.checkpoint_id for row in rows}
-
-
 def axis_columns(axes: Iterable[str]) -> dict[str, str]:
     """Grid axis -> column name: the bare field name unless two axes share it."""
     axes = list(axes)
@@ -133,7 +124,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
     if not any(t.state == TrialState.COMPLETE for t in trials):
         raise NoFinishedTrial(f"study {name!r} on {db.mask_url(storage_url)}: no finished trial "
                               "to score yet (status shows how far it is)")
-    checkpoints = checkpoint_ids(spec, storage_url)
+    checkpoints = checkpoint_ids(spec.name, storage_url)
     store = CheckpointStore(artifacts or spec.artifacts, spec.name)
     columns = axis_columns(spec.grid)
     rows = []

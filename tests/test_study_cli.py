@@ -119,3 +119,11 @@ def test_status_and_export_of_a_finished_study(tmp_path):
     assert exported.trainer.epochs == 31
     text = out.read_text()
     assert "trial 15" in text and "validation srcc: 0.18" in text
+
+
+def test_reading_commands_never_create_a_database(tmp_path):
+    typo = tmp_path / "runs" / "dmeo" / "study.db"
+    for command in (["status"], ["export", "-o", str(tmp_path / "b.toml")], ["report"]):
+        line = one_error_line(cli(*command, "--study", "demo", "--storage", f"sqlite:///{typo}"))
+        assert "no database file" in line and str(typo) in line
+    assert not typo.parent.exists()
