@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import optuna  # noqa: E402
 
 from bench.common import write_study  # noqa: E402
-from hpo.objective import LearningCurves  # noqa: E402
-from hpo.simulate import simulate  # noqa: E402
-from hpo.spec import load_spec  # noqa: E402
+from hpo.readers.simulate import simulate  # noqa: E402
+from hpo.scheduling.spec import load_spec  # noqa: E402
+from hpo.service.learning_curves import LearningCurves  # noqa: E402
 
 GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
 SCHEDULERS = [  # (label, kind, schedule)

@@ -30,11 +30,12 @@ import optuna  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
 from bench.common import grid_of, write_random_curves, write_study  # noqa: E402
-from hpo import optuna_link  # noqa: E402
-from hpo.objective import LearningCurves, run_factory  # noqa: E402
-from hpo.spec import load_spec  # noqa: E402
-from hpo.study import open_or_create  # noqa: E402
-from hpo.worker import Worker  # noqa: E402
+from hpo.scheduling.spec import load_spec  # noqa: E402
+from hpo.service import optuna_link  # noqa: E402
+from hpo.service.learning_curves import LearningCurves  # noqa: E402
+from hpo.service.study import open_or_create  # noqa: E402
+from hpo.service.trial_runs import run_factory  # noqa: E402
+from hpo.service.worker import Worker  # noqa: E402
 
 
 def service_ms_per_epoch(tmp: Path, storage: str, grid: dict, name: str) -> tuple[float, int]:
@@ -69,7 +70,7 @@ def optuna_ms_per_epoch(storage: str, n_trials: int, epochs_per_trial: list[int]
 
 def epochs_per_trial(n: int) -> list[int]:
     """The epochs each trial gets in the service's halving run (same total)."""
-    from hpo.rungs import rung_epochs, rung_sizes
+    from hpo.scheduling.rungs import rung_epochs, rung_sizes
 
     boundaries = rung_epochs("cumulative", 2, 5, 1)
     sizes = rung_sizes(n, 2, 5)

@@ -3,7 +3,7 @@
     python bench/report.py [--repeat 3]
 
 Replays random rising learning curves through the real worker on a temporary
-SQLite study (80 epochs), then times :func:`hpo.report.render` (read the study,
+SQLite study (80 epochs), then times :func:`hpo.report.output.render` (read the study,
 build the figures, write the page) and prints the page size. The last line is
 the best render time in seconds. A number to watch, never an assertion.
 """
@@ -45,11 +45,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("optuna").setLevel(logging.WARNING)
 
-    from hpo import report
-    from hpo.objective import LearningCurves, run_factory
-    from hpo.spec import load_spec
-    from hpo.study import open_or_create
-    from hpo.worker import Worker
+    from hpo.report.output import render, write_atomically
+    from hpo.scheduling.spec import load_spec
+    from hpo.service.learning_curves import LearningCurves
+    from hpo.service.study import open_or_create
+    from hpo.service.trial_runs import run_factory
+    from hpo.service.worker import Worker
 
     with tempfile.TemporaryDirectory(prefix="saan-hpo-bench-report-") as tmp:
         tmp = Path(tmp)
@@ -73,8 +74,8 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            page, data, _ = report.render(spec.name, storage)
-            report.write_atomically(tmp / "report.html", page)
+            page, data, _ = render(spec.name, storage)
+            write_atomically(tmp / "report.html", page)
             times.append(time.perf_counter() - started)
         size = (tmp / "report.html").stat().st_size
         print(f"{len(data.trials)} trials, {len(data.rungs)} rungs, {len(data.epochs)} epochs: "

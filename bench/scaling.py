@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 from bench.common import grid_of, write_random_curves, write_study  # noqa: E402
-from hpo import db  # noqa: E402
-from hpo.rungs import rung_epochs, rung_sizes  # noqa: E402
+from hpo.service import db  # noqa: E402
+from hpo.scheduling.rungs import rung_epochs, rung_sizes  # noqa: E402
 
 
 def ideal_makespan(n_trials: int, eta: int, boundaries: list[int], workers: int, seconds: float) -> float:

@@ -1,1 +1,8 @@
-"""The study service: study files, schedulers, storage, workers, reports, export, CLI."""
+"""The study service, in layers (each imports only the ones above it in this list):
+
+- ``hpo.scheduling``: study files, rung arithmetic, the synthetic twin (no storage);
+- ``hpo.service``: tables, claims and leases, the Optuna link, checkpoints, workers, trial runs;
+- ``hpo.readers``: what a stored study says (results, status, curves, table, export, simulate);
+- ``hpo.report``: the HTML report of a study;
+- ``hpo.cli``: the ``saan-hpo`` command, one module per subcommand.
+"""

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from hpo import db
-from hpo.rungs import rung_epochs
+from hpo.service import db
+from hpo.scheduling.rungs import rung_epochs
 
 BLOG_GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
 

@@ -7,9 +7,9 @@ import random
 import optuna
 import pytest
 
-from hpo.objective import LearningCurves
-from hpo.simulate import simulate
-from hpo.spec import load_spec
+from hpo.service.learning_curves import LearningCurves
+from hpo.readers.simulate import simulate
+from hpo.scheduling.spec import load_spec
 from studyfiles import write_curves, write_study
 
 

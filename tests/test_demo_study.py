@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from hpo.spec import load_spec
+from hpo.scheduling.spec import load_spec
 from studyfiles import cli, epoch_rows
 
 ROOT = Path(__file__).resolve().parent.parent

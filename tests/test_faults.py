@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy as sa
 
-from hpo import db
+from hpo.service import db
 from studyfiles import blog_boundaries, epoch_rows, oracle, stored_rungs, write_curves, write_study
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]

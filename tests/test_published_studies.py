@@ -1,7 +1,7 @@
 """The published experiments as studies (variants, ablation, reproduce), run small.
 
 Each study file in studies/ runs on tiny synthetic data with a resnet18 SAAN
-through ``launch``/``worker --data synthetic`` (hpo/smoke.py); the equivalent
+through ``launch``/``worker --data synthetic`` (hpo/scheduling/synthetic_twin.py); the equivalent
 study file written by ``synthetic_study_text`` has the same spec and hash
 (checked below).
 """
@@ -22,13 +22,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from hpo import db
-from hpo.results import stored_spec
-from hpo.smoke import (apply_data_option, synthetic_mapping, synthetic_override,
-                       synthetic_study_text)
-from hpo.spec import load_spec
-from hpo.table import (ATTR_METRICS, ATTR_PREDICTIONS, METRIC_COLUMNS, axis_columns,
-                       recompute_metrics, to_markdown)
+from hpo.cli.options import apply_data_option
+from hpo.readers.results import stored_spec
+from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, METRIC_COLUMNS, axis_columns,
+                               recompute_metrics, to_markdown)
+from hpo.scheduling.spec import load_spec
+from hpo.scheduling.synthetic_twin import synthetic_mapping, synthetic_override, synthetic_study_text
+from hpo.service import db
 from studyfiles import cli, epoch_rows, study_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,7 @@ def test_variants_and_ablation_run_on_synthetic_data_and_tabulate(tmp_path):
 
 
 def test_table_of_a_study_without_finished_trial_is_one_line_exit_2(tmp_path):
-    from hpo.study import open_or_create
+    from hpo.service.study import open_or_create
 
     spec = synthetic_override(load_spec(STUDIES / "ablation.toml"), 2)
     storage = storage_of(tmp_path, spec.name)

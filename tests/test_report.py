@@ -24,12 +24,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hpo import report
-from hpo.objective import LearningCurves, ReplayRun
-from hpo.results import best_trial
-from hpo.study import open_or_create
-from hpo.spec import load_spec
-from hpo.worker import Worker
+from hpo.readers.results import best_trial
+from hpo.report import output, png
+from hpo.report.collect import collect
+from hpo.scheduling.spec import load_spec
+from hpo.service.learning_curves import LearningCurves
+from hpo.service.study import open_or_create
+from hpo.service.trial_runs import ReplayRun
+from hpo.service.worker import Worker
 from studyfiles import cli, stored_rungs, write_curves, write_study
 
 XSS_NAME = "<script>alert(1)</script>"
@@ -85,7 +87,7 @@ def build_study(tmp: Path, name: str = "blog", kind: str = "sync-halving", worke
         t.join()
     assert not errors, errors  # e.g. two workers finalizing the same trial at once
     if max_trials is None:
-        assert report.collect(name, storage).finished
+        assert collect(name, storage).finished
     return storage, spec, table
 
 
@@ -227,7 +229,7 @@ def test_finished_report_shows_the_study_as_stored(finished, tmp_path):
 def test_16_trial_report_renders_fast_and_small(finished, tmp_path):
     storage, _, _ = finished
     started = time.perf_counter()
-    page, data, _ = report.render("blog", storage)
+    page, data, _ = output.render("blog", storage)
     seconds = time.perf_counter() - started
     size = len(page.encode())
     print(f"\nreport of 16 trials / 5 rungs: {seconds:.2f}s, {size / 1e6:.2f} MB")
@@ -243,7 +245,7 @@ def test_on_postgresql_with_the_password_masked(pg_url, tmp_path):
     assert password, "the test server's URL carries a password"
     grid = {"lr": [1e-3, 1e-4], "batch_size": [64, 32]}
     build_study(tmp_path, rungs=2, grid=grid, storage_url=pg_url)
-    page, data, _ = report.render("blog", pg_url)
+    page, data, _ = output.render("blog", pg_url)
     check_curves(page, pg_url, "blog")
     assert data.finished and data.winner is not None and len(data.epochs) == 4 + 2 * 2
     assert password not in page and "***" in page
@@ -277,7 +279,7 @@ def test_every_scheduler_kind(tmp_path, kind, schedule, max_trials):
     extra = "epochs = 6" if kind == "none" else ""
     storage, spec, _ = build_study(tmp_path, kind=kind, schedule=schedule, extra=extra,
                                    max_trials=max_trials, workers=1)
-    page, data, figures = report.render("blog", storage)
+    page, data, figures = output.render("blog", storage)
     trials = check_curves(page, storage, "blog")
     best = best_trial("blog", storage)
     if max_trials is None:
@@ -320,7 +322,7 @@ def test_to_dashboard_stores_the_survivor_curves(finished, tmp_path):
 
     study = optuna.load_study(study_name="blog", storage=storage)
     graphs = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
-    figure = json.loads(graphs[report.DASHBOARD_GRAPH_ID])
+    figure = json.loads(graphs[output.DASHBOARD_GRAPH_ID])
     assert len(figure["data"]) == 16
 
 
@@ -334,7 +336,7 @@ def test_png_without_a_browser_is_one_clear_error(finished, tmp_path):
 
 
 def chromium_or_fail() -> str:
-    found = report.find_browser()
+    found = png.find_browser()
     if found is None:
         if in_ci():
             pytest.fail("CI=true but no chromium: .ci/run installs it", pytrace=False)
@@ -487,13 +489,13 @@ def open_page(browser: DevTools, path: Path, shot: Path | None = None) -> dict:
 
 
 def test_a_hostile_study_name_appears_only_escaped(xss, tmp_path):
-    page, _, figures = report.render(XSS_NAME, xss)
+    page, _, figures = output.render(XSS_NAME, xss)
     assert XSS_NAME not in page
     assert "alert(1)" not in page.replace(html.escape(XSS_NAME), "")  # not in figures, not raw
     assert f'<h1 id="study-name">{html.escape(XSS_NAME)}</h1>' in page
     assert f"<title>{html.escape(XSS_NAME)} - saan-hpo report</title>" in page
     assert all("alert" not in figure.to_json() for figure in figures.values())
-    assert report.default_output(XSS_NAME).parent == Path("reports")  # no path from the name
+    assert output.default_output(XSS_NAME).parent == Path("reports")  # no path from the name
 
 
 def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
@@ -502,7 +504,7 @@ def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
     pages = {}
     for label, storage, name in (("finished", finished[0], "blog"), ("running", running[0], "blog"),
                                  ("xss", xss, XSS_NAME)):
-        page, _, _ = report.render(name, storage)
+        page, _, _ = output.render(name, storage)
         pages[label] = tmp_path / f"{label}.html"
         pages[label].write_text(page)
 
@@ -525,5 +527,5 @@ def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
     assert seen["finished"]["curves"] == 16 and dict(seen["finished"]["figures"])["survivor-curves"] == 16
     assert seen["running"]["curves"] == 3
     assert seen["xss"]["h1"] == XSS_NAME and seen["xss"]["title"].startswith(XSS_NAME)
-    png = shot.read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    image = shot.read_bytes()
+    assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000

@@ -2,7 +2,7 @@
 
 import math
 
-from hpo.rungs import decide_rung, planned_epochs, rung_epochs, rung_sizes
+from hpo.scheduling.rungs import decide_rung, planned_epochs, rung_epochs, rung_sizes
 
 
 def test_cumulative_boundaries_are_the_blogs():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from hpo import db
+from hpo.service import db
 from studyfiles import cli, write_curves, write_study
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpo.objective import LearningCurves
-from hpo.simulate import simulate
-from hpo.spec import load_spec
+from hpo.service.learning_curves import LearningCurves
+from hpo.readers.simulate import simulate
+from hpo.scheduling.spec import load_spec
 from studyfiles import (blog_boundaries, cli, epoch_rows, oracle, stored_rungs, write_curves,
                         write_study)
 

@@ -1,0 +1,67 @@
+"""``saan-hpo``: one subcommand per module, each with ``add_arguments`` and ``run``.
+
+Modules are imported only when their command runs, so ``saan-hpo status`` does
+not pay for importing torch. Bad input raises a :class:`model.errors.SaanError`;
+it is printed as one line and the exit code is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from model.errors import SaanError
+
+# command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "launch": ("hpo.cli.launch", "create or resume a study and run local workers"),
+    "worker": ("hpo.cli.worker", "attach one more worker to a study"),
+    "status": ("hpo.cli.status", "rungs, trials, workers, budget and ETA of a study"),
+    "simulate": ("hpo.cli.simulate", "replay recorded learning curves through a scheduler"),
+    "curves": ("hpo.cli.curves", "write a study's learning curves as a CSV for simulate"),
+    "export": ("hpo.cli.export", "write the best configuration as a train config"),
+    "report": ("hpo.cli.report", "write an HTML report of a study"),
+    "train": ("hpo.cli.train", "train one SAAN config, checkpointing every epoch"),
+    "evaluate": ("hpo.cli.evaluate", "evaluate a checkpoint on a split"),
+    "make-synthetic": ("hpo.cli.make_synthetic", "write a synthetic BAID-shaped folder"),
+    "table": ("hpo.cli.table", "test-set comparison table of a study's trials"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saan-hpo",
+        description="Hyperparameter search for SAAN (artistic image aesthetics) on Optuna: "
+                    "successive halving over a grid, workers that attach from any machine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # command not built yet
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.run(args) or 0)
+    except SaanError as err:
+        print(f"saan-hpo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+

@@ -1,0 +1,42 @@
+"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
+                              replay_curves, resolve_spec)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_study_file(parser)
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+    add_data_option(parser)
+    add_replay(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hpo.service.trial_runs import run_factory
+    from hpo.service.study import open_or_create
+    from hpo.service.worker import Worker
+
+    spec, storage, artifacts = resolve_spec(args)
+    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
+    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    curves = replay_curves(args, spec)
+    open_or_create(spec, storage)
+    device = args.device or spec.run.trainer.device
+    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
+                                               epoch_seconds=args.replay_epoch_seconds),
+                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
+                    max_trials=_max_trials())
+    return worker.run()
+
+
+def _max_trials() -> int | None:
+    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
+    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
+    return int(value) if value else None

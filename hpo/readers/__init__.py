@@ -1,0 +1,1 @@
+"""Reading a stored study back: results, status, curves, tables, export, simulation."""

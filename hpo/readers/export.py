@@ -1,0 +1,63 @@
+"""The winning configuration as a train config, with its scores and provenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+
+from model.config import dump_toml
+from model.errors import SaanError
+from hpo.service import db
+from hpo.readers.results import best_trial, checkpoint_ids, stored_spec
+from hpo.scheduling.spec import StudySpec
+
+
+class NothingToExport(SaanError):
+    pass
+
+
+def winner(name: str, storage_url: str):
+    spec = stored_spec(name, storage_url)
+    best = best_trial(name, storage_url)
+    if best is None:
+        raise NothingToExport(f"study {name!r} on {db.mask_url(storage_url)}: no finished trial "
+                              "to export yet (status shows how far it is)")
+    return spec, best
+
+
+def export_text(spec: StudySpec, best, storage_url: str, test_scores: dict | None = None) -> str:
+    """A file ``saan-hpo train`` accepts: the run config with the winner's params."""
+    run = spec.run_config(best.params)
+    epochs = int(best.user_attrs.get("epochs") or spec.final_epoch)
+    run.trainer.epochs = epochs  # retraining reproduces what the study measured
+    metrics = best.user_attrs.get("last_metrics", {})
+    header = [
+        f"Best configuration of study {spec.name!r} ({spec.scheduler.kind}, eta "
+        f"{spec.scheduler.eta}, boundaries {spec.boundaries})",
+        f"storage: {db.mask_url(storage_url)}",
+        f"trial {best.number}, {epochs} epochs, params {json.dumps(best.params)}",
+        f"validation {spec.metric}: {best.value:.6g}",
+        "validation scores: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+    ]
+    if test_scores:
+        header.append("test scores: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in sorted(test_scores.items()) if isinstance(v, float)))
+    header.append(f"exported {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} "
+                  "by saan-hpo export")
+    return dump_toml(run.to_mapping(), header="\n".join(header))
+
+
+def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,
+                    device: str | None = None, split: str = "test") -> dict:
+    """Test-set scores of the winner: from its checkpoint, or retrained when that is gone."""
+    from hpo.service.checkpoints import CheckpointStore
+    from hpo.service.trial_runs import SaanRun
+
+    run = SaanRun(spec, best.params, device)
+    checkpoint = checkpoint_ids(spec.name, storage_url).get(best.number)
+    if checkpoint:
+        run.load_bytes(CheckpointStore(artifacts or spec.artifacts, spec.name).load(checkpoint))
+    else:
+        run.fit(int(best.user_attrs.get("epochs") or spec.final_epoch))
+    return run.trainer.evaluate(split)

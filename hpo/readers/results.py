@@ -1,0 +1,46 @@
+"""Reading a stored study back: its spec, its trials, its winner."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import sqlalchemy as sa
+
+from model.errors import SaanError
+from hpo.service import db, optuna_link
+from hpo.scheduling.spec import StudySpec, spec_from_mapping
+
+
+class StudyNotFound(SaanError):
+    pass
+
+
+def stored_spec(name: str, storage_url: str) -> StudySpec:
+    """The spec a study was created with, rebuilt from its stored identity."""
+    with db.reading(storage_url) as conn:
+        row = conn.execute(sa.select(db.studies).where(db.studies.c.name == name)).first()
+    if row is None:
+        raise StudyNotFound(f"storage {db.mask_url(storage_url)}: study {name!r}: not found")
+    identity = json.loads(row.spec_json)
+    raw = {"study": {"name": name, "metric": identity["metric"], "direction": identity["direction"],
+                     "storage": storage_url, "artifacts": row.artifacts},
+           "grid": identity["grid"], "scheduler": identity["scheduler"], **json.loads(row.run_json)}
+    return spec_from_mapping(raw, source=f"study {name!r}")
+
+
+def best_trial(name: str, storage_url: str) -> optuna.trial.FrozenTrial | None:
+    """Optuna's best COMPLETE trial, or None when none has completed."""
+    study = optuna.load_study(study_name=name, storage=optuna_link.optuna_storage(storage_url))
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def checkpoint_ids(name: str, storage_url: str) -> dict[int, str | None]:
+    """Trial number -> its latest checkpoint's artifact id (None once deleted)."""
+    with db.reading(storage_url) as conn:
+        rows = conn.execute(sa.select(db.trials.c.number, db.trials.c.checkpoint_id)
+                            .where(db.trials.c.study == name)).all()
+    return {row.number: row.checkpoint_id for row in rows}

@@ -1,0 +1,184 @@
+"""The report's snapshot of a study, running or finished: :class:`ReportData`.
+
+What a report shows is read, never recomputed: the survivor curves are Optuna's
+intermediate values, the rung ladder is the stored rung decisions (synchronous
+halving) or what :func:`hpo.readers.rung_history.rung_summaries` reads off the
+reported values (Optuna's asynchronous pruners), the budget is ``saan_epochs``,
+and the winner is Optuna's ``best_trial`` -- the trial ``saan-hpo export`` names.
+
+``hpo.report.figures`` turns a snapshot into plotly figures, ``hpo.report.page``
+into the HTML page; ``hpo.report.output`` writes it, ``hpo.report.png`` exports
+the figures as PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+
+from hpo.readers.results import stored_spec
+from hpo.readers.rung_history import rung_summaries
+from hpo.scheduling.spec import StudySpec
+from hpo.service import db, optuna_link
+
+@dataclass
+class TrialView:
+    """One configuration as the report shows it."""
+
+    number: int
+    params: dict[str, Any]
+    state: str  # Optuna's: complete, pruned, running, waiting, fail
+    service_state: str | None  # the service's: waiting, running, paused, pruned, complete, failed
+    values: dict[int, float]  # epoch -> reported validation metric (Optuna intermediate values)
+    metrics: dict[str, float]  # last reported metrics (accuracy, plcc, srcc, mse, ...)
+    value: float | None  # Optuna's final value (COMPLETE trials)
+
+    @property
+    def epochs(self) -> int:
+        return max(self.values, default=0)
+
+    @property
+    def last_value(self) -> float | None:
+        return self.values[self.epochs] if self.values else None
+
+    @property
+    def label(self) -> str:
+        if self.state == "running" and self.service_state == "paused":
+            return "paused"
+        return self.state
+
+
+@dataclass
+class RungEntry:
+    trial: int
+    value: float
+    outcome: str  # survived | pruned | pending | finished
+
+
+@dataclass
+class RungView:
+    rung: int
+    epoch: int
+    decided: bool
+    entries: list[RungEntry]
+
+
+@dataclass
+class EpochRecord:
+    number: int
+    epoch: int
+    worker: str
+    started_at: float
+    finished_at: float
+    value: float | None
+    kept: bool
+
+
+@dataclass
+class ReportData:
+    spec: StudySpec
+    storage: str  # masked
+    trials: list[TrialView]
+    rungs: list[RungView]
+    epochs: list[EpochRecord]
+    workers: dict[str, str]  # worker id -> label
+    winner: TrialView | None
+    finished: bool
+    generated_at: float = field(default_factory=time.time)
+
+    @property
+    def axes(self) -> list[str]:
+        return list(self.spec.grid)
+
+    @property
+    def by_number(self) -> dict[int, TrialView]:
+        return {t.number: t for t in self.trials}
+
+
+def collect(name: str, storage_url: str) -> ReportData:
+    """A consistent-enough snapshot of a study: Optuna's view first, then the service's."""
+    spec = stored_spec(name, storage_url)
+    study = optuna_link.open_study(spec, optuna_link.optuna_storage(storage_url))
+    frozen = study.get_trials(deepcopy=False)
+    with db.reading(storage_url) as conn:
+        service = {r.number: r for r in conn.execute(
+            sa.select(db.trials).where(db.trials.c.study == name))}
+        epoch_rows = conn.execute(sa.select(db.epochs).where(db.epochs.c.study == name)
+                                  .order_by(db.epochs.c.finished_at, db.epochs.c.id)).all()
+        worker_rows = conn.execute(sa.select(db.workers).where(db.workers.c.study == name)
+                                   .order_by(db.workers.c.started_at)).all()
+        decided = conn.execute(sa.select(sa.func.count()).select_from(db.rungs)
+                               .where(db.rungs.c.study == name)).scalar_one()
+
+    last_metrics: dict[int, dict] = {}
+    for row in epoch_rows:  # ordered by time: the last kept epoch wins
+        if row.kept and row.metrics_json:
+            last_metrics[row.number] = json.loads(row.metrics_json)
+    trials = []
+    for t in sorted(frozen, key=lambda t: t.number):
+        metrics = t.user_attrs.get("last_metrics") or last_metrics.get(t.number) or {}
+        row = service.get(t.number)
+        trials.append(TrialView(
+            number=t.number, params=dict(t.params), state=t.state.name.lower(),
+            service_state=row.state if row is not None else None,
+            values={int(k): float(v) for k, v in sorted(t.intermediate_values.items())},
+            metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None))
+    try:
+        best_number = study.best_trial.number
+    except ValueError:
+        best_number = None
+    by_number = {t.number: t for t in trials}
+    workers = {w.id: _worker_label(w) for w in worker_rows}
+    epochs = [EpochRecord(r.number, r.epoch, r.worker or "?", r.started_at, r.finished_at,
+                          r.value, bool(r.kept)) for r in epoch_rows]
+    for record in epochs:
+        workers.setdefault(record.worker, record.worker)
+    finished = bool(trials) and all(t.state in ("complete", "pruned", "fail") for t in trials)
+    return ReportData(
+        spec=spec, storage=db.mask_url(storage_url), trials=trials,
+        rungs=_rungs(spec, storage_url, by_number, decided > 0), epochs=epochs, workers=workers,
+        winner=by_number.get(best_number), finished=finished)
+
+
+def _worker_label(row) -> str:
+    return f"{row.host or '?'} {row.device or ''} pid {row.pid}".strip()
+
+
+def _rungs(spec: StudySpec, storage_url: str, trials: dict[int, TrialView],
+           any_decided: bool) -> list[RungView]:
+    params_of = {n: t.params for n, t in trials.items()}
+    last = len(spec.boundaries) - 1
+    views: dict[int, RungView] = {}
+    if spec.scheduler.kind == "sync-halving":
+        summaries = rung_summaries(spec, storage_url, params_of) if any_decided else []
+        for s in summaries:  # stored decisions
+            outcome = "finished" if s.rung == last else "survived"
+            views[s.rung] = RungView(s.rung, s.epoch, True, [
+                RungEntry(c["trial"], c["value"], outcome if c["trial"] in s.survivors else "pruned")
+                for c in s.compared])
+        for k, boundary in enumerate(spec.boundaries):  # cohorts still filling up
+            waiting = [RungEntry(n, t.values[boundary], "pending")
+                       for n, t in sorted(trials.items()) if boundary in t.values]
+            if k not in views and waiting:
+                views[k] = RungView(k, boundary, False, waiting)
+    else:
+        for s in rung_summaries(spec, storage_url, params_of):
+            entries = []
+            for c in s.compared:
+                trial = trials[c["trial"]]
+                if c["trial"] in s.survivors:
+                    outcome = "finished" if s.rung == last and trial.state == "complete" else "survived"
+                    if s.rung == last and trial.state != "complete":
+                        outcome = "pending"
+                else:
+                    outcome = "pruned" if trial.state == "pruned" else "pending"
+                entries.append(RungEntry(c["trial"], c["value"], outcome))
+            decided = all(e.outcome != "pending" for e in entries)
+            views[s.rung] = RungView(s.rung, s.epoch, decided, entries)
+    return [views[k] for k in sorted(views)]

@@ -1,0 +1,1 @@
+"""Study files and scheduling decisions: pure code, no storage, no Optuna."""

@@ -1,0 +1,230 @@
+"""Study files: TOML with ``[study]``, ``[grid]``, ``[scheduler]`` and a run config.
+
+Example (studies/demo.toml)::
+
+    [study]
+    name = "demo"
+    metric = "srcc"            # a key of model.metrics.compute_metrics
+    direction = "maximize"
+
+    [grid]                     # any data/model/trainer field may be an axis
+    lr = [1e-3, 1e-4, 1e-5, 1e-6]
+    batch_size = [64, 32, 16, 8]
+
+    [scheduler]
+    kind = "sync-halving"      # sync-halving | asha | hyperband | none
+    eta = 2
+    rungs = 5
+    min_epochs = 1
+    schedule = "cumulative"    # cumulative: 1,3,7,15,31 | geometric: 1,2,4,8,16
+
+    [data] ... [model] ... [trainer] ...   # fixed values, see model/config.py
+
+Everything is validated up front; any problem is a ConfigError naming the file
+and the key. The *spec hash* covers what decides results (grid, scheduler,
+objective, model and trainer settings) and not where things live (storage,
+artifacts, data paths, device), so a worker on another machine with BAID
+mounted elsewhere may attach, but one with another grid may not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from model.config import ConfigError, RunConfig, check_value, field_of, read_toml
+from hpo.scheduling.rungs import SCHEDULES, planned_epochs, rung_epochs
+
+SCHEDULER_KINDS = ("sync-halving", "asha", "hyperband", "none")
+METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
+STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description"}
+SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
+# Fields that say where things are on one machine, not what is computed.
+LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
+                ("model", "weights_dir"), ("trainer", "device")}
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    kind: str = "sync-halving"
+    eta: int = 2
+    rungs: int = 5
+    min_epochs: int = 1
+    schedule: str = "cumulative"
+    epochs: int = 0  # kind "none": epochs per trial (0: trainer.epochs)
+
+    def boundaries(self, trainer_epochs: int) -> list[int]:
+        """Epochs at which trials are compared; the last one is the full budget."""
+        if self.kind == "none":
+            return [self.epochs or trainer_epochs]
+        return rung_epochs(self.schedule, self.eta, self.rungs, self.min_epochs)
+
+
+@dataclass
+class StudySpec:
+    name: str
+    source: str
+    storage: str
+    artifacts: str
+    metric: str
+    direction: str
+    grid: dict[str, list[Any]]
+    scheduler: SchedulerSpec
+    run: RunConfig
+    lease_seconds: float = 30.0
+    description: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ---- the grid ------------------------------------------------------
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every configuration, in a fixed order: trial number i is point i."""
+        axes = list(self.grid)
+        return [dict(zip(axes, values)) for values in itertools.product(*self.grid.values())]
+
+    def run_config(self, params: Mapping[str, Any]) -> RunConfig:
+        return self.run.replace(**params)
+
+    @property
+    def final_epoch(self) -> int:
+        return self.boundaries[-1]
+
+    @property
+    def boundaries(self) -> list[int]:
+        return self.scheduler.boundaries(self.run.trainer.epochs)
+
+    def planned_epochs(self) -> int:
+        n = len(self.grid_points())
+        if self.scheduler.kind == "sync-halving":
+            return planned_epochs(n, self.scheduler.eta, self.boundaries)
+        return n * self.final_epoch  # an upper bound for the asynchronous kinds
+
+    def full_grid_epochs(self) -> int:
+        return len(self.grid_points()) * self.final_epoch
+
+    # ---- identity ------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        run = self.run.to_mapping()
+        for section, name in LOCAL_FIELDS:
+            run[section].pop(name, None)
+        return {
+            "metric": self.metric,
+            "direction": self.direction,
+            "grid": self.grid,
+            "scheduler": dataclasses.asdict(self.scheduler),
+            "run": run,
+        }
+
+    def spec_hash(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def default_storage(name: str) -> str:
+    return f"sqlite:///runs/{name}/study.db"
+
+
+def default_artifacts(name: str) -> str:
+    return f"runs/{name}/artifacts"
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    return spec_from_mapping(read_toml(path), str(path))
+
+
+def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
+    for section in raw:
+        if section not in ("study", "grid", "scheduler", "data", "model", "trainer"):
+            raise ConfigError(source, section, "unknown section (expected study, grid, "
+                              "scheduler, data, model, trainer)")
+    study = _table(raw, "study", source)
+    _check_keys(study, STUDY_KEYS, source, "study")
+    name = study.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(source, "study.name", "expected a non-empty string")
+    metric = study.get("metric", "srcc")
+    if metric not in METRICS:
+        raise ConfigError(source, "study.metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")
+    default_direction = "minimize" if metric in ("mse", "train_loss") else "maximize"
+    direction = study.get("direction", default_direction)
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(source, "study.direction", f"expected maximize or minimize, got {direction!r}")
+    lease = study.get("lease_seconds", 30)
+    if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+        raise ConfigError(source, "study.lease_seconds", f"expected a number > 0, got {lease!r}")
+    for key in ("storage", "artifacts", "description"):
+        if key in study and not isinstance(study[key], str):
+            raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
+
+    run = RunConfig.from_mapping({k: raw[k] for k in ("data", "model", "trainer") if k in raw},
+                                 source=source)
+    grid = _grid(_table(raw, "grid", source), source)
+    scheduler = _scheduler(_table(raw, "scheduler", source), source)
+    spec = StudySpec(
+        name=name,
+        source=source,
+        storage=study.get("storage") or default_storage(name),
+        artifacts=study.get("artifacts") or default_artifacts(name),
+        metric=metric,
+        direction=direction,
+        grid=grid,
+        scheduler=scheduler,
+        run=run,
+        lease_seconds=float(lease),
+        description=study.get("description", ""),
+        raw=dict(raw),
+    )
+    return spec
+
+
+def _table(raw: Mapping[str, Any], name: str, source: str) -> Mapping[str, Any]:
+    table = raw.get(name, {})
+    if not isinstance(table, Mapping):
+        raise ConfigError(source, name, "expected a table")
+    return table
+
+
+def _check_keys(table: Mapping[str, Any], known: set[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(source, f"{prefix}.{key}", f"unknown key (known: {', '.join(sorted(known))})")
+
+
+def _grid(table: Mapping[str, Any], source: str) -> dict[str, list[Any]]:
+    if not table:
+        raise ConfigError(source, "grid", "expected at least one axis, e.g. lr = [1e-3, 1e-4]")
+    grid = {}
+    for key, values in table.items():
+        try:
+            spec_field = field_of(key)
+        except KeyError:
+            raise ConfigError(source, f"grid.{key}", "unknown field: expected a data, model or "
+                              "trainer field (bare like lr, or dotted like model.norm)") from None
+        if not isinstance(values, list) or not values:
+            raise ConfigError(source, f"grid.{key}", f"expected a non-empty list of values, got {values!r}")
+        checked = [check_value(spec_field, v, source, f"grid.{key}") for v in values]
+        if len(set(map(repr, checked))) != len(checked):
+            raise ConfigError(source, f"grid.{key}", f"expected distinct values, got {values!r}")
+        grid[key] = checked
+    return grid
+
+
+def _scheduler(table: Mapping[str, Any], source: str) -> SchedulerSpec:
+    _check_keys(table, SCHEDULER_KEYS, source, "scheduler")
+    kind = table.get("kind", "sync-halving")
+    if kind not in SCHEDULER_KINDS:
+        raise ConfigError(source, "scheduler.kind", f"expected one of {', '.join(SCHEDULER_KINDS)}, got {kind!r}")
+    schedule = table.get("schedule", "cumulative")
+    if schedule not in SCHEDULES:
+        raise ConfigError(source, "scheduler.schedule", f"expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    ints = {}
+    for key, default, minimum in (("eta", 2, 2), ("rungs", 5, 1), ("min_epochs", 1, 1), ("epochs", 0, 0)):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ConfigError(source, f"scheduler.{key}", f"expected an integer >= {minimum}, got {value!r}")
+        ints[key] = value
+    return SchedulerSpec(kind=kind, schedule=schedule, **ints)

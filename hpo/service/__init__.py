@@ -1,0 +1,1 @@
+"""The running service: its tables, claims and leases, Optuna link, checkpoints, workers."""

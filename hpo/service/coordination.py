@@ -1,0 +1,287 @@
+"""Claims, leases, pauses and rung decisions: the service's half of a study.
+
+Every method is one short transaction on the service's tables (hpo/service/db.py), so
+any number of workers on any number of machines can share a study:
+
+* ``claim`` takes the first claimable trial -- waiting, or running with an
+  expired lease (its worker died) -- with a compare-and-set update, so a trial
+  is never held by two workers at once.
+* ``renew`` extends the holder's lease; a worker that finds it no longer holds
+  its lease (it stalled past the expiry and another worker took over) stops.
+* ``record_epoch`` stores the epoch, its value and the new checkpoint, but only
+  while the lease is held.
+* ``pause`` parks a trial at an undecided rung; ``decide_rung`` decides a rung
+  once its whole cohort is parked there (the rung's primary key makes the
+  decision happen exactly once, whoever arrives last).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from hpo.service import db
+from hpo.scheduling.rungs import RungDecision, decide_rung
+from hpo.scheduling.spec import StudySpec
+
+FINAL_STATES = ("pruned", "complete", "failed")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A trial held by this worker: where it stands and how far to train it now."""
+
+    number: int
+    optuna_trial_id: int
+    params: dict[str, Any]
+    rung: int
+    target_epoch: int
+    epochs_done: int
+    checkpoint_id: str | None
+    takeover: bool  # the previous holder's lease had expired
+
+
+class SpecMismatch(db.SaanError):
+    """A study file differs from the stored study's grid, scheduler or settings."""
+
+
+class Coordinator:
+    def __init__(self, engine: Engine, spec: StudySpec):
+        self.engine = engine
+        self.spec = spec
+        self.study = spec.name
+
+    # ---- study -----------------------------------------------------------
+    def stored_study(self) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(db.studies).where(db.studies.c.name == self.study)).first()
+        return row._asdict() if row else None
+
+    def check_spec(self, stored: dict) -> None:
+        if stored["spec_hash"] == self.spec.spec_hash():
+            return
+        theirs = json.loads(stored["spec_json"])
+        ours = json.loads(json.dumps(self.spec.identity(), default=str))
+        diffs = [key for key in ("grid", "scheduler", "metric", "direction", "run")
+                 if theirs.get(key) != ours.get(key)]
+        raise SpecMismatch(
+            f"{self.spec.source}: {', '.join(diffs) or 'spec'}: differs from the stored study "
+            f"{self.study!r} (stored spec hash {stored['spec_hash']}, this file "
+            f"{self.spec.spec_hash()}); use a new study name or the original file")
+
+    def register_study(self) -> bool:
+        """Insert the study row; False when another launcher got there first."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(db.studies.insert().values(
+                    name=self.study, spec_hash=self.spec.spec_hash(),
+                    spec_json=json.dumps(self.spec.identity(), default=str),
+                    run_json=json.dumps(self.spec.run.to_mapping(), default=str),
+                    artifacts=self.spec.artifacts,
+                    created_at=time.time(), ready=False))
+            return True
+        except sa.exc.IntegrityError:
+            return False
+
+    def add_trials(self, created: Iterable[tuple[int, int, dict]]) -> None:
+        # Synchronous halving stops at the first rung; the other kinds train
+        # straight to the end (Optuna's pruner, if any, stops them earlier).
+        sync = self.spec.scheduler.kind == "sync-halving"
+        first_target = self.spec.boundaries[0] if sync else self.spec.final_epoch
+        now = time.time()
+        with self.engine.begin() as conn:
+            for number, trial_id, params in created:
+                conn.execute(db.trials.insert().values(
+                    study=self.study, number=number, optuna_trial_id=trial_id,
+                    params_json=json.dumps(params), state="waiting", rung=0,
+                    target_epoch=first_target, epochs_done=0, finalized=False, claims=0,
+                    updated_at=now))
+            conn.execute(db.studies.update().where(db.studies.c.name == self.study)
+                         .values(ready=True))
+
+    # ---- workers ---------------------------------------------------------
+    def register_worker(self, device: str) -> str:
+        worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.insert().values(
+                id=worker_id, study=self.study, host=socket.gethostname(), pid=os.getpid(),
+                device=device, state="active", started_at=now, heartbeat_at=now))
+        return worker_id
+
+    def worker_exited(self, worker_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(state="exited", current_trial=None, heartbeat_at=time.time()))
+
+    # ---- claims and leases ----------------------------------------------
+    def claim(self, worker_id: str, order_key=None) -> Claim | None:
+        """Atomically take one claimable trial, or None when there is none right now."""
+        now = time.time()
+        t = db.trials.c
+        claimable = sa.and_(t.study == self.study, sa.or_(
+            t.state == "waiting", sa.and_(t.state == "running", t.lease_expires < now)))
+        with self.engine.begin() as conn:
+            query = sa.select(db.trials).where(claimable).order_by(t.rung.desc(), t.number)
+            if not db.is_sqlite(self.engine):
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                return None
+            if order_key is not None:
+                rows = sorted(rows, key=lambda r: (-r.rung, order_key(r.number)))
+            row = rows[0]
+            updated = conn.execute(
+                db.trials.update().where(claimable, t.number == row.number).values(
+                    state="running", lease_owner=worker_id,
+                    lease_expires=now + self.spec.lease_seconds,
+                    claims=t.claims + 1, updated_at=now))
+            if updated.rowcount != 1:
+                return None  # lost a race; the caller simply tries again
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(current_trial=row.number, heartbeat_at=now))
+        return Claim(number=row.number, optuna_trial_id=row.optuna_trial_id,
+                     params=json.loads(row.params_json), rung=row.rung,
+                     target_epoch=row.target_epoch, epochs_done=row.epochs_done,
+                     checkpoint_id=row.checkpoint_id, takeover=row.state == "running")
+
+    def renew(self, worker_id: str, number: int | None) -> bool:
+        """Heartbeat; extend the lease on ``number``. False when the lease was lost."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(heartbeat_at=now))
+            if number is None:
+                return True
+            result = conn.execute(db.trials.update().where(
+                db.trials.c.study == self.study, db.trials.c.number == number,
+                db.trials.c.state == "running", db.trials.c.lease_owner == worker_id)
+                .values(lease_expires=now + self.spec.lease_seconds))
+            return result.rowcount == 1
+
+    def _held(self, worker_id: str, number: int):
+        t = db.trials.c
+        return sa.and_(t.study == self.study, t.number == number, t.state == "running",
+                       t.lease_owner == worker_id)
+
+    def record_epoch(self, worker_id: str, number: int, epoch: int, value: float,
+                     metrics: dict, started_at: float, checkpoint_id: str | None) -> bool:
+        """Store a trained epoch under the lease; False (and kept=False) if the lease was lost."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            held = conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
+                epochs_done=epoch, last_value=value, checkpoint_id=checkpoint_id,
+                lease_expires=now + self.spec.lease_seconds, updated_at=now)).rowcount == 1
+            conn.execute(db.epochs.insert().values(
+                study=self.study, number=number, epoch=epoch, worker=worker_id,
+                started_at=started_at, finished_at=now, value=value,
+                metrics_json=json.dumps(metrics, default=float), kept=held))
+        return held
+
+    def release(self, worker_id: str, number: int) -> None:
+        """Give a trial back (SIGTERM): another worker resumes it from its checkpoint."""
+        with self.engine.begin() as conn:
+            conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
+                state="waiting", lease_owner=None, lease_expires=None, updated_at=time.time()))
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(current_trial=None))
+
+    def settle(self, worker_id: str, number: int, state: str) -> bool:
+        """End a held trial's stint: paused (at a rung), complete, pruned or failed."""
+        with self.engine.begin() as conn:
+            ok = conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
+                state=state, lease_owner=None, lease_expires=None, updated_at=time.time(),
+                finalized=False)).rowcount == 1
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(current_trial=None))
+        return ok
+
+    # ---- rung decisions -------------------------------------------------
+    def decide_rung(self, rung: int, decided_by: str) -> RungDecision | None:
+        """Decide ``rung`` if its cohort is complete and nobody decided it yet."""
+        boundaries = self.spec.boundaries
+        epoch = boundaries[rung]
+        last = rung == len(boundaries) - 1
+        try:
+            return self._decide_rung(rung, epoch, last, boundaries, decided_by)
+        except sa.exc.IntegrityError:
+            # Two workers completed the cohort at once (PostgreSQL reads
+            # committed data, so both saw no decision yet): the rung's primary
+            # key let one insert; the other's whole transaction rolled back.
+            return None
+
+    def _decide_rung(self, rung, epoch, last, boundaries, decided_by) -> RungDecision | None:
+        t = db.trials.c
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(db.rungs.c.rung).where(
+                    db.rungs.c.study == self.study, db.rungs.c.rung == rung)).first():
+                return None
+            cohort = conn.execute(sa.select(t.number, t.state, t.epochs_done, t.last_value).where(
+                t.study == self.study, t.rung == rung, t.state != "failed")).all()
+            if not cohort or any(r.state != "paused" or r.epochs_done != epoch for r in cohort):
+                return None
+            decision = decide_rung(rung, epoch, {r.number: r.last_value for r in cohort},
+                                   self.spec.scheduler.eta, self.spec.direction, last)
+            conn.execute(db.rungs.insert().values(
+                study=self.study, rung=rung, epoch=epoch,
+                values_json=json.dumps({str(k): v for k, v in decision.values.items()}),
+                survivors_json=json.dumps(list(decision.survivors)),
+                pruned_json=json.dumps(list(decision.pruned)),
+                decided_at=time.time(), decided_by=decided_by))
+            now = time.time()
+            if last:
+                conn.execute(db.trials.update().where(
+                    t.study == self.study, t.number.in_(decision.survivors))
+                    .values(state="complete", finalized=False, updated_at=now))
+            else:
+                conn.execute(db.trials.update().where(
+                    t.study == self.study, t.number.in_(decision.survivors))
+                    .values(state="waiting", rung=rung + 1, target_epoch=boundaries[rung + 1],
+                            updated_at=now))
+            if decision.pruned:
+                conn.execute(db.trials.update().where(
+                    t.study == self.study, t.number.in_(decision.pruned))
+                    .values(state="pruned", finalized=False, updated_at=now))
+        return decision
+
+    # ---- finishing -------------------------------------------------------
+    def unfinalized(self) -> list[Any]:
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.number, t.state, t.last_value, t.checkpoint_id).where(
+                t.study == self.study, t.state.in_(FINAL_STATES), t.finalized.is_(False))).all()
+
+    def mark_finalized(self, number: int, keep_checkpoint: bool) -> None:
+        values: dict[str, Any] = {"finalized": True}
+        if not keep_checkpoint:
+            values["checkpoint_id"] = None
+        with self.engine.begin() as conn:
+            conn.execute(db.trials.update().where(db.trials.c.study == self.study,
+                                                  db.trials.c.number == number).values(**values))
+
+    def paused_rungs(self) -> list[int]:
+        """Rungs with trials parked at them (the only rungs that can be decidable)."""
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(sa.select(t.rung).distinct().where(
+                t.study == self.study, t.state == "paused")).scalars())
+
+    def open_count(self) -> int:
+        """Trials not yet in a final state; the study is finished when this is 0."""
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(
+                t.study == self.study, t.state.not_in(FINAL_STATES))).scalar_one()
+
+    def trial_rows(self) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(db.trials).where(db.trials.c.study == self.study)
+                                .order_by(db.trials.c.number)).all()

@@ -1,0 +1,98 @@
+"""Trial runs, what a worker trains: the SAAN trainer, or recorded curves replayed.
+
+Both follow the trainer's protocol (model/train.py): ``epoch``,
+``fit(until_epoch, on_epoch_end)`` continuing from wherever the run is, and a
+state that resumes it exactly. The replay drives ``simulate``, the scheduler
+tests and the benchmarks with the very same worker code that trains SAAN.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+from hpo.scheduling.spec import StudySpec
+from hpo.service.learning_curves import LearningCurves
+
+EpochCallback = Callable[[int, dict], Any]
+
+
+class TrialRun(Protocol):
+    epoch: int
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None) -> Any: ...
+
+    def to_bytes(self) -> bytes: ...
+
+    def load_bytes(self, payload: bytes) -> None: ...
+
+
+class SaanRun:
+    """The SAAN trainer as a trial run; its checkpoint is the trainer's exact state."""
+
+    def __init__(self, spec: StudySpec, params: Mapping[str, Any], device: str | None):
+        from model.train import Trainer  # torch is imported only by workers that train
+
+        self.trainer = Trainer(spec.run_config(params), device=device)
+
+    @property
+    def epoch(self) -> int:
+        return self.trainer.epoch
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+        return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end)
+
+    def to_bytes(self) -> bytes:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(self.trainer.state_dict(), buffer)
+        return buffer.getvalue()
+
+    def load_bytes(self, payload: bytes) -> None:
+        import torch
+
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        self.trainer.load_state_dict(state)
+
+
+class ReplayRun:
+    """Replays one configuration's recorded curve, optionally sleeping per epoch."""
+
+    def __init__(self, curves: LearningCurves, params: Mapping[str, Any], metric: str,
+                 epoch_seconds: float = 0.0):
+        self.curves, self.params, self.metric = curves, dict(params), metric
+        self.epoch_seconds = epoch_seconds
+        self.epoch = 0
+
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+        # The replay's own log of epochs begun (SAAN_HPO_REPLAY_TRACE): fault
+        # tests count work actually done, including epochs lost to a kill.
+        trace = os.environ.get("SAAN_HPO_REPLAY_TRACE")
+        while self.epoch < until_epoch:
+            if trace:
+                with open(trace, "a") as fh:
+                    fh.write(json.dumps({"params": self.params, "epoch": self.epoch + 1}) + "\n")
+            if self.epoch_seconds:
+                time.sleep(self.epoch_seconds)
+            self.epoch += 1
+            metrics = {self.metric: self.curves.value(self.params, self.epoch)}
+            if on_epoch_end is not None and on_epoch_end(self.epoch, metrics) is False:
+                break
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"epoch": self.epoch, "params": self.params}).encode()
+
+    def load_bytes(self, payload: bytes) -> None:
+        self.epoch = int(json.loads(payload)["epoch"])
+
+
+def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurves | None = None,
+                epoch_seconds: float = 0.0) -> Callable[[Mapping[str, Any]], TrialRun]:
+    """How the worker turns a claimed trial's params into a run."""
+    if curves is not None:
+        return lambda params: ReplayRun(curves, params, spec.metric, epoch_seconds)
+    return lambda params: SaanRun(spec, params, device)
