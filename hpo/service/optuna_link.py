@@ -29,15 +29,9 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Optuna's own pruners for the asynchronous kinds; synchronous halving decides itself."""
-    sched = spec.scheduler
-    if sched.kind == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=sched.min_epochs, reduction_factor=sched.eta, min_early_stopping_rate=0)
-    if sched.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=sched.min_epochs, max_resource=spec.final_epoch, reduction_factor=sched.eta)
-    return optuna.pruners.NopPruner()
+    """Optuna's own pruner for the asynchronous kinds; the others prune nothing through Optuna."""
+    name, kwargs = spec.policy.optuna_pruner()
+    return getattr(optuna.pruners, name)(**kwargs)
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
