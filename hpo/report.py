@@ -27,8 +27,10 @@ import sqlalchemy as sa
 
 from model.errors import SaanError
 from hpo import db, optuna_link
+from hpo.report_published import published_ladder
 from hpo.results import stored_spec
 from hpo.spec import StudySpec
+from hpo.stored_scores import stored_test_scores
 
 # Columns of the metrics table: (key in the trainer's metrics, heading).
 METRIC_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"), ("mse", "MSE"))
@@ -104,6 +106,9 @@ class ReportData:
     winner: TrialView | None
     finished: bool
     generated_at: float = field(default_factory=time.time)
+    # trial number -> (test-split scores, the command that stored them): hpo/stored_scores.py
+    test_scores: dict[int, tuple[dict[str, float], str]] = field(default_factory=dict)
+    published: Any = None  # hpo.published.LadderComparison, for the published grid only
 
     @property
     def axes(self) -> list[str]:
@@ -154,10 +159,13 @@ def collect(name: str, storage_url: str) -> ReportData:
     for record in epochs:
         workers.setdefault(record.worker, record.worker)
     finished = bool(trials) and all(t.state in ("complete", "pruned", "fail") for t in trials)
-    return ReportData(
+    data = ReportData(
         spec=spec, storage=db.mask_url(storage_url), trials=trials,
         rungs=_rungs(spec, storage_url, by_number, decided > 0), epochs=epochs, workers=workers,
-        winner=by_number.get(best_number), finished=finished)
+        winner=by_number.get(best_number), finished=finished,
+        test_scores={t.number: s for t in frozen if (s := stored_test_scores(t.user_attrs))})
+    data.published = published_ladder(data)
+    return data
 
 
 def _worker_label(row) -> str:

@@ -33,6 +33,7 @@ from optuna.trial import TrialState
 
 from model.errors import SaanError
 from hpo import db, optuna_link
+from hpo.published import SCORE_COLUMNS
 from hpo.results import checkpoint_ids, stored_spec
 from hpo.spec import StudySpec
 
@@ -184,8 +185,8 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if column in METRIC_COLUMNS:
-            return f"{value:.4f}"
+        if column in METRIC_COLUMNS or column in SCORE_COLUMNS:
+            return f"{value:+.4f}" if column.startswith("diff_") else f"{value:.4f}"
         return f"{value:g}"
     return str(value)
 
