@@ -404,6 +404,22 @@ class LadderComparison:
     def same_epochs(self) -> bool:
         return self.measured_rung_epochs == self.halving.boundaries
 
+    def published_fate(self, trial: int) -> str:
+        """Where the publication's run left this configuration."""
+        for r in self.rungs:
+            if trial in r.published_out:
+                return f"out at rung {r.rung}"
+        return "the winner"
+
+    def measured_fate(self, trial: int) -> str:
+        """Where our study left (or has so far left) this configuration."""
+        for r in self.rungs:
+            if r.measured_out is not None and trial in r.measured_out:
+                return f"out at rung {r.rung}"
+        if trial == self.measured_winner:
+            return "the winner" if self.winner_settled else "best so far"
+        return "still in"
+
 
 def compare_ladder(halving: PublishedHalving, trial_of_model: Mapping[int, int],
                    boundaries: list[int], measured_out: Mapping[int, list[int]],

@@ -58,8 +58,10 @@ def published_section(data) -> str:
         return (f"<span class=\"cfg\" data-trial=\"{trial}\" title=\"{params}\">"
                 f"trial {trial} = model {model_of[trial]}</span>")
 
-    def configs(trials) -> str:
-        return ", ".join(config(t) for t in trials) if trials else "none"
+    def configs(trials, fate=None) -> str:
+        if not trials:
+            return "none"
+        return ", ".join(config(t) + (f" ({fate(t)})" if fate else "") for t in trials)
 
     rows = []
     for r in ladder.rungs:
@@ -69,10 +71,10 @@ def published_section(data) -> str:
         elif r.agree:
             verdict = "same"
         else:
-            verdict = ("differ: only published " + configs(r.only_published)
-                       + "; only ours " + configs(r.only_measured))
+            verdict = ("differ: only published " + configs(r.only_published, _ours(ladder))
+                       + "; only ours " + configs(r.only_measured, _theirs(ladder)))
         epochs = f"{r.published_epochs} / {r.measured_epochs if r.measured_epochs is not None else '-'}"
-        rows.append(f"<tr data-rung=\"{r.rung}\"><td>{r.rung}</td><td>{epochs}</td>"
+        rows.append(f"<tr data-rung=\"{r.rung}\"><td>{r.rung} (iteration {r.rung + 1})</td><td>{epochs}</td>"
                     f"<td class=\"published-out\">{configs(r.published_out)}</td>"
                     f"<td class=\"measured-out\">{ours}</td><td class=\"verdict\">{verdict}</td></tr>")
     note = "" if ladder.same_epochs else (
@@ -89,6 +91,14 @@ def published_section(data) -> str:
             "<th>epochs (published / ours)</th><th>eliminated, published</th>"
             "<th>eliminated, ours</th><th>agreement</th></tr></thead>\n<tbody>\n"
             + "\n".join(rows) + "\n</tbody></table>\n" + _winners(data, ladder, config) + "</section>\n")
+
+
+def _ours(ladder: LadderComparison):
+    return lambda trial: f"ours: {ladder.measured_fate(trial)}"
+
+
+def _theirs(ladder: LadderComparison):
+    return lambda trial: f"published: {ladder.published_fate(trial)}"
 
 
 def _winners(data, ladder: LadderComparison, config) -> str:
