@@ -156,6 +156,17 @@ def test_table_of_a_variants_study_prints_the_published_rows(tmp_path):
     diff = frame[(frame["norm"] == "gn-all") & (frame["loss"] == "mse")]["diff_srcc"].iloc[0]
     assert f" {diff:+.4f} " in gn_all_mse
 
+    # export --evaluate keeps its test scores on the winner's trial (the report reads them).
+    done = cli("export", "--study", name, "--storage", storage, "-o", str(tmp_path / "best.toml"),
+               "--evaluate", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = dict(re.findall(r"(\w+) (-?\d+\.\d{4})", done.stdout.split("test: ", 1)[1].splitlines()[0]))
+    import optuna
+
+    stored = optuna.load_study(study_name=name, storage=storage).best_trial.user_attrs
+    assert {k: f"{v:.4f}" for k, v in stored["export_test_metrics"].items() if k in printed} == printed
+    assert set(SCORES) <= set(printed)
+
     # The same study under a name no published table lists prints as before.
     spec = load_spec(study)
     other = SimpleNamespace(name="my-variants", grid=spec.grid, run=spec.run)
