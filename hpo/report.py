@@ -7,7 +7,9 @@ values (Optuna's asynchronous pruners), the budget is ``saan_epochs``, and the
 winner is Optuna's ``best_trial`` -- the trial ``saan-hpo export`` names.
 
 This module gathers a :class:`ReportData` snapshot; ``report_figures`` turns it
-into plotly figures and ``report_html`` into the page. PNG export (kaleido 1.x,
+into plotly figures and ``report_html`` into the page. A study with the published
+halving grid also gets the published ladder and winner beside its own
+(``report_published``). PNG export (kaleido 1.x,
 pure Python, which drives a local Chrome/Chromium) and the optuna-dashboard
 copy of the survivor curves are opt-in flags of the command.
 """
