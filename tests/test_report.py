@@ -62,12 +62,13 @@ def curves_table(seed: int) -> list[list[float]]:
 
 def build_study(tmp: Path, name: str = "blog", kind: str = "sync-halving", workers: int = 2,
                 max_trials: int | None = None, seed: int = 5, storage_url: str | None = None,
-                **study_args):
-    """A study (on a temp SQLite file by default), run by ``workers`` in-process worker threads."""
+                curves: list[list[float]] | None = None, **study_args):
+    """A study (on a temp SQLite file by default), run by ``workers`` in-process worker threads;
+    ``curves`` replaces the random learning curves of ``seed``."""
     storage = storage_url or f"sqlite:///{tmp / 'study.db'}"
     spec = load_spec(write_study(tmp / "study.toml", name=name, kind=kind, storage=storage,
                                  **study_args))
-    table = curves_table(seed)
+    table = curves or curves_table(seed)
     curves = LearningCurves.load(write_curves(tmp / "curves.csv", table, study_args.get("grid")), spec)
     open_or_create(spec, storage)
 

@@ -34,4 +34,8 @@ def run(args: argparse.Namespace) -> int:
     tmp.write_text(text)
     os.replace(tmp, output)
     print(f"wrote {output}: trial {best.number} {best.params} {spec.metric}={best.value:.4f}")
+    if scores is not None:  # the report shows them beside the published winner's
+        from hpo.readers.stored_scores import store_export_scores
+
+        store_export_scores(args.storage, args.study, best.number, scores)
     return 0

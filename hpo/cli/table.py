@@ -3,7 +3,8 @@
 One row per trial: the grid axes, state, epochs, then test accuracy (and the
 constant predictor's), PLCC, SRCC and MSE of each finished trial's checkpoint.
 Scores are computed once and stored on the Optuna trial (hpo/readers/table.py); later
-calls only read them.
+calls only read them. A study that reproduces a published experiment also gets
+the published row and the difference (hpo/readers/published_table.py).
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.readers.published import load_published_if_any
+    from hpo.readers.published_table import with_published
+    from hpo.readers.results import stored_spec
     from hpo.readers.table import study_table, to_csv, to_markdown
 
+    published = load_published_if_any()  # a bad figures file fails before any scoring
     frame = study_table(args.study, args.storage, artifacts=args.artifacts, device=args.device)
+    frame = with_published(frame, stored_spec(args.study, args.storage), published)
     sys.stdout.write(to_markdown(frame) if args.format == "markdown" else to_csv(frame))
     return 0

@@ -33,6 +33,7 @@ from model.errors import SaanError
 from hpo.service import db, optuna_link
 from hpo.readers.results import checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
+from hpo.readers.published import SCORE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if column in METRIC_COLUMNS:
-            return f"{value:.4f}"
+        if column in METRIC_COLUMNS or column in SCORE_COLUMNS:
+            return f"{value:+.4f}" if column.startswith("diff_") else f"{value:.4f}"
         return f"{value:g}"
     return str(value)
 

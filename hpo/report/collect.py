@@ -22,6 +22,8 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.readers.results import stored_spec
+from hpo.readers.stored_scores import stored_test_scores
+from hpo.report.published import published_ladder
 from hpo.readers.rung_history import rung_history
 from hpo.scheduling.policy import LadderRung
 from hpo.scheduling.spec import StudySpec
@@ -76,6 +78,9 @@ class ReportData:
     winner: TrialView | None
     finished: bool
     generated_at: float = field(default_factory=time.time)
+    # trial number -> (test-split scores, the command that stored them): hpo/readers/stored_scores.py
+    test_scores: dict[int, tuple[dict[str, float], str]] = field(default_factory=dict)
+    published: Any = None  # hpo.readers.published.LadderComparison, for the published grid only
 
     @property
     def axes(self) -> list[str]:
@@ -124,13 +129,16 @@ def collect(name: str, storage_url: str) -> ReportData:
     for record in epochs:
         workers.setdefault(record.worker, record.worker)
     finished = bool(trials) and all(t.state in ("complete", "pruned", "fail") for t in trials)
-    return ReportData(
+    data = ReportData(
         spec=spec, storage=db.mask_url(storage_url), trials=trials,
         rungs=spec.policy.ladder(rung_history(spec, storage_url),
                                  {t.number: t.values for t in trials},
                                  {t.number: t.state for t in trials}),
         epochs=epochs, workers=workers,
-        winner=by_number.get(best_number), finished=finished)
+        winner=by_number.get(best_number), finished=finished,
+        test_scores={t.number: s for t in frozen if (s := stored_test_scores(t.user_attrs))})
+    data.published = published_ladder(data)
+    return data
 
 
 def _worker_label(row) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import plotly.io as pio
 
 from hpo.report.figures import FIGURE_IDS, fmt, rung_reached
+from hpo.report.published import SECTION_ID, published_section
 
 # Columns of the metrics table: (key in the trainer's metrics, heading).
 METRIC_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"), ("mse", "MSE"))
@@ -92,7 +93,7 @@ def render_page(data, figures: dict) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
              f"<title>{name} - saan-hpo report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-             header(data), nav(figures)]
+             header(data), nav(figures, data.published is not None)]
     first = True
     for figure_id in FIGURE_IDS:
         if figure_id not in figures:
@@ -103,6 +104,7 @@ def render_page(data, figures: dict) -> str:
         first = False
         parts.append(f"<section id=\"section-{figure_id}\">\n<h2>{title}</h2>\n"
                      f"<p class=\"explain\">{explain}</p>\n{div}\n</section>\n")
+    parts.append(published_section(data))
     parts.append(metrics_table(data))
     parts.append(f"<footer>saan-hpo report of study {name}, generated "
                  f"{_utc(data.generated_at)}.</footer>\n<script>{SORTER}</script>\n</body>\n</html>\n")
@@ -157,8 +159,10 @@ def winner_box(data) -> str:
             + (f"<br>validation scores: {scores}" if scores else "") + "</div>")
 
 
-def nav(figures: dict) -> str:
+def nav(figures: dict, published: bool = False) -> str:
     links = [f"<a href=\"#section-{fid}\">{SECTIONS[fid][0]}</a>" for fid in FIGURE_IDS if fid in figures]
+    if published:
+        links.append(f"<a href=\"#{SECTION_ID}\">Published run</a>")
     links.append("<a href=\"#section-metrics\">Metrics</a>")
     return "<nav>" + "".join(links) + "</nav>\n"
 
