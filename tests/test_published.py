@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hpo import report
+from hpo.report import output as report
 from hpo.readers.published import (COMPARED_COLUMNS, SCORE_COLUMNS, load_published, matching_rows,
                            published_from_mapping, rows_for_study)
 from hpo.readers.published_table import with_published

@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from model.config import ConfigError, check_value, field_of, read_toml, resolve_field
 from hpo.scheduling.rungs import SCHEDULES, rung_epochs
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "studies" / "published.toml"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "studies" / "published.toml"
 PATH_ENV = "SAAN_HPO_PUBLISHED"  # another figures file (tests; a fork's own figures)
 FILE_NAME = DEFAULT_PATH.name  # lives among the study files but is not one
 SYNTHETIC_SUFFIX = "-synthetic"  # hpo.scheduling.synthetic_twin names for a study's small twin
