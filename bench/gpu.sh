@@ -17,7 +17,7 @@
 # step (convolutions and matmuls; 2 FLOPs per multiply-add): the frozen generic
 # branch and VGG forward only, the trained style trunk, non-local block and
 # head forward + backward (~2x their forward: input and weight gradients).
-# SAAN.md's forward is 36.3 GFLOP at 224 (VGG 24.2, generic 6.6, style trunk
+# docs/saan.md's forward is 36.3 GFLOP at 224 (VGG 24.2, generic 6.6, style trunk
 # 3.6, non-local 1.9), so expect about 36.3 + 2 x (3.6 + 1.9 + head) ~ 47.5.
 # Peaks (bf16 dense): H100 SXM / H200 989 TFLOP/s, H100 PCIe 756, H100 NVL 835
 # (table in bench/trainer.py). Self-contained: synthetic JPEGs in a temporary

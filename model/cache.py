@@ -48,7 +48,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from model.config import DataConfig
-from model.data import bad_image, decode_resized
+from model.images import bad_image, decode_or_error
 from model.errors import ImageError
 
 CACHE_VERSION = 2
@@ -187,16 +187,6 @@ def _check_policy(cache: Cache, cfg: DataConfig, root: Path) -> Cache:
     return cache
 
 
-def _decode_or_error(args: tuple[Path, int]) -> np.ndarray | Exception:
-    path, size = args
-    if not path.is_file():
-        return FileNotFoundError(str(path))
-    try:
-        return decode_resized(path, size)
-    except Exception as err:  # PIL raises many types for a bad file
-        return err
-
-
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -218,7 +208,7 @@ def _build(path: Path, key: str, root: Path, rows: list[tuple[str, float]], cfg:
         bar = tqdm(total=len(jobs), desc=f"caching {path.name.split('-')[0]} images", unit="img",
                    leave=False, disable=progress_disabled(), dynamic_ncols=True)
         with bar, ThreadPoolExecutor(max_workers=_cores()) as pool:
-            for i, result in enumerate(pool.map(_decode_or_error, jobs, chunksize=8)):
+            for i, result in enumerate(pool.map(decode_or_error, jobs, chunksize=8)):
                 bar.update()
                 if isinstance(result, np.ndarray):
                     pixels[i] = result

@@ -70,7 +70,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Which SAAN variant to build; see model/saan.py and ../shared/SAAN.md."""
+    """Which SAAN variant to build; see model/saan.py and docs/saan.md."""
 
     backbone: str = field(default="resnet50", metadata=_choice("resnet50", "resnet18"))
     norm: str = field(default="bn", metadata=_choice("bn", "gn", "gn-all"))

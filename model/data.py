@@ -23,17 +23,16 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
+from model.cache import Cache, invalidate, open_cache
 from model.config import DataConfig
 from model.errors import DataError, ImageError
-
-if TYPE_CHECKING:
-    from model.cache import Cache
+from model.images import bad_image, check_image, decode_resized
+from model.synthetic import make_synthetic_baid
 
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,25 +89,12 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         raise DataError("data.root: no BAID folder given")
     root = Path(cfg.root).expanduser()
     if not root.exists() and cfg.synthetic:
-        from model.synthetic import make_synthetic_baid
         make_synthetic_baid(root, cfg.synthetic_n, cfg.synthetic_size, cfg.synthetic_seed)
     if not root.is_dir():
         raise DataError(f"{root}: BAID folder not found (expected images/ and dataset/)")
     if not (root / "images").is_dir():
         raise DataError(f"{root / 'images'}: images folder not found")
     return root
-
-
-# ---- decoding ---------------------------------------------------------------
-def decode_resized(path: Path, size: int) -> np.ndarray:
-    """The paper's Resize((size, size)) on a PIL image: bilinear, aspect not kept. (H, W, 3) uint8."""
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def bad_image(path: Path, err: Exception | None) -> str:
-    return f"{path}: image missing" if err is None else f"{path}: cannot decode image ({err})"
 
 
 # ---- a split, ready to serve batches -------------------------------------
@@ -131,8 +117,8 @@ class ImageSplit:
     skipped: list[str]
     pixels: np.ndarray | None = None
     rows: np.ndarray | None = None
-    cache: "Cache | None" = None
-    reopen: Callable[[], "Cache"] | None = None
+    cache: Cache | None = None
+    reopen: Callable[[], Cache] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -160,7 +146,6 @@ class ImageSplit:
         return out
 
     def _rebuild(self, bad: list[int]) -> None:
-        from model.cache import invalidate
         log.warning("cache %s: %d row(s) fail their checksum (first: row %d); rebuilding it",
                     self.cache.path, len(bad), bad[0])
         invalidate(self.cache)
@@ -180,7 +165,6 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
         raise DataError(f"{csv_path(root, split)}: no images in split {split!r}")
     cache = reopen = None
     if cfg.cache:
-        from model.cache import open_cache
         reopen = functools.partial(open_cache, root, rows, split, cfg, logger)
         cache = reopen()
         kept, pixels = cache.kept, cache.pixels
@@ -189,7 +173,7 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
         kept, skipped = [], []
         for i, (name, _) in enumerate(rows):
             path = root / "images" / name
-            err = _check_image(path)
+            err = check_image(path)
             if err is None:
                 kept.append(i)
             elif cfg.on_bad_image == "fatal":
@@ -206,22 +190,6 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
     return ImageSplit(split, root, cfg.image_size, [rows[i][0] for i in kept],
                       np.asarray([rows[i][1] for i in kept], np.float32), skipped,
                       pixels, kept if pixels is not None else None, cache, reopen)
-
-
-def _check_image(path: Path) -> str | None:
-    """Check without the cache: the file exists and PIL's verify() accepts it (reads, no decode).
-
-    verify() catches missing files and truncated JPEGs; a file damaged in a way
-    only a full decode reveals still fails later, as an ImageError naming it.
-    """
-    if not path.is_file():
-        return bad_image(path, None)
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as err:  # PIL raises many types for a bad file
-        return bad_image(path, err)
-    return None
 
 
 # ---- batches -------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The network as small named modules, torchvision-resnet style: every variant the
 paper publishes is a constructor argument (``norm``, ``branches``, ``backbone``),
-never a flag inside ``forward()``. ../shared/SAAN.md is the specification; the
+never a flag inside ``forward()``. docs/saan.md is the specification; the
 numbers quoted below are checked by tests/test_model_saan.py.
 
     image ─┬─ GenericAestheticBranch (ResNet trunk to layer3, frozen) ──────────────┐

@@ -64,7 +64,7 @@ def learning_rate(cfg: TrainerConfig, epoch: int) -> float:
 
     "paper": the authors' code sets base * gamma**((e // step) ) *after* 0-based
     epoch e, so it takes effect one epoch late: 1e-5 in epochs 1-11, 1e-6 in
-    12-21, ... (SAAN.md: 0-based 0-10, 11-20, ...). "step": the same decay on
+    12-21, ... (docs/saan.md: 0-based 0-10, 11-20, ...). "step": the same decay on
     time (epochs 1-10, 11-20, ...). Both stop after four decays. "constant": base.
     """
     if cfg.schedule == "constant":
