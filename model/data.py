@@ -202,26 +202,27 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
 class _Batches(torch.utils.data.Dataset):
     """Batch j of a precomputed list, so DataLoader workers read whole batches."""
 
-    def __init__(self, data: ImageSplit, batches: list[np.ndarray]):
-        self.data, self.batches = data, batches
+    def __init__(self, data: ImageSplit, batches: list[np.ndarray], with_positions: bool = False):
+        self.data, self.batches, self.with_positions = data, batches, with_positions
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, ...]:
         idx = self.batches[j]
-        return torch.from_numpy(self.data.images(idx)), torch.from_numpy(self.data.scores[idx])
+        batch = torch.from_numpy(self.data.images(idx)), torch.from_numpy(self.data.scores[idx])
+        return (torch.from_numpy(idx),) + batch if self.with_positions else batch
 
 
 def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generator | None = None,
-                    num_workers: int = 0, pin_memory: bool = False
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images (B, H, W, 3), scores (B,)) batches.
+                    num_workers: int = 0, pin_memory: bool = False, with_positions: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (uint8 images (B, H, W, 3), scores (B,)) batches; (positions, images, scores) if asked.
 
     The order is drawn here in the calling process from ``generator``, so it is
     part of the trainer's saved state whatever ``num_workers`` is.
     """
-    batches = _Batches(data, batch_indices(len(data), batch_size, generator))
+    batches = _Batches(data, batch_indices(len(data), batch_size, generator), with_positions)
     if num_workers == 0 and not pin_memory:
         yield from (batches[j] for j in range(len(batches)))
         return
