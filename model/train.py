@@ -111,7 +111,7 @@ def configure_determinism(deterministic: bool, on_cuda: bool) -> None:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cudnn pick the fastest
 
 
-def _call_model(model: SAAN, x: torch.Tensor, style):
+def _call_model(model: SAAN, x: torch.Tensor, style=None):
     return model(x, style)
 
 
