@@ -37,7 +37,8 @@ if [[ -d bench/wheels ]]; then
     timeout 240 pip install -q --no-index --find-links bench/wheels \
         optuna sqlalchemy pandas scipy plotly filelock tqdm || echo "wheel install failed; trying on"
 fi
-saan_hpo() { python -c 'import sys; from hpo.cli import main; sys.exit(main())' "$@"; }
+# the CLI from this tree (no console script needed on a bare machine)
+SAAN_HPO=(python -c 'import sys; from hpo.cli import main; sys.exit(main())')
 
 SMOKE=0
 if [[ "${1:-}" == "--smoke" || "${SAAN_HPO_BENCH_SMOKE:-0}" == "1" ]]; then SMOKE=1; fi
@@ -102,8 +103,7 @@ TOML
 
 echo "== launch: 2 workers on $DEVICE"
 START=$(date +%s.%N)
-timeout "$LIMIT" python -c 'import sys; from hpo.cli import main; sys.exit(main())' \
-    launch "$WORK/study.toml" --workers 2 --device "$DEVICE"
+timeout "$LIMIT" "${SAAN_HPO[@]}" launch "$WORK/study.toml" --workers 2 --device "$DEVICE"
 rc=$?
 END=$(date +%s.%N)
 WALL=$(python -c "print($END - $START)")
@@ -112,11 +112,11 @@ if [[ $rc -ne 0 ]]; then
     tail -n 20 "$WORK"/logs/*.log "$WORK"/*/logs/*.log 2>/dev/null
 fi
 URL="sqlite:///$WORK/study.db"
-echo "== status";  timeout 60 saan_hpo status --study gpu-study --storage "$URL"
-echo "== report";  timeout 60 saan_hpo report --study gpu-study --storage "$URL" -o "$WORK/report.html" \
+echo "== status";  timeout 60 "${SAAN_HPO[@]}" status --study gpu-study --storage "$URL"
+echo "== report";  timeout 60 "${SAAN_HPO[@]}" report --study gpu-study --storage "$URL" -o "$WORK/report.html" \
     && ls -l "$WORK/report.html"
 echo "== export --evaluate"
-timeout 120 saan_hpo export --study gpu-study --storage "$URL" -o "$WORK/best.toml" --evaluate \
+timeout 120 "${SAAN_HPO[@]}" export --study gpu-study --storage "$URL" -o "$WORK/best.toml" --evaluate \
     --device "$DEVICE"
 echo "== summary"
 python bench/study_summary.py --db "$WORK/study.db" --study gpu-study --train-images \

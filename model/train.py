@@ -15,6 +15,11 @@ needs no state of its own beyond the epoch counter.
 On CUDA the loop uses bf16 autocast, channels_last, cudnn.benchmark, pinned
 non-blocking copies and does flip + normalisation on the device; losses and
 predictions stay on the device until the end of the epoch (one sync per epoch).
+Batches come from model/feed.py: the split held on the device when it fits
+(data.device_cache), the style branch's VGG statistics from a table computed
+once (data.style_cache), the model call compiled once per process when
+trainer.compile. Checkpoints are host snapshots that a CheckpointWriter can
+write off the critical path (model/checkpoint.py).
 On CPU it is plain fp32, channels_last too (oneDNN's convolutions and pools run
 natively in NHWC, which the cache's uint8 batches already are) with denormals
 flushed. Both use the fused Adam kernel (one pass over all parameters instead
