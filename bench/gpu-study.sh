@@ -48,12 +48,12 @@ export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
 
 if [[ $SMOKE == 1 ]]; then
     N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-48}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-8}; W=320; H=240
-    BACKBONE=resnet18; HEAD=64; SIZE=32; LRS="[1e-3, 1e-4]"; BATCHES="[16, 8]"; RUNGS=2; DEVICE=cpu
+    BACKBONE=resnet18; HEAD=64; SIZE=32; LRS="[1e-3, 1e-4]"; BATCHES="[16, 8]"; RUNGS=2; DEVICE=cpu; WORKERS=0
     LIMIT=280
 else
     N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-2400}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-160}; W=1600; H=1200
     BACKBONE=resnet50; HEAD=2048; SIZE=224; LRS="[1e-3, 1e-4, 1e-5, 1e-6]"; BATCHES="[64, 32, 16, 8]"
-    RUNGS=5; DEVICE=cuda:0; LIMIT=270
+    RUNGS=5; DEVICE=cuda:0; LIMIT=270; WORKERS=4
     echo "== GPU"
     timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "nvidia-smi failed"
 fi
@@ -88,7 +88,7 @@ schedule = "cumulative"
 [data]
 root = "$WORK/baid"
 image_size = $SIZE
-num_workers = 4
+num_workers = $WORKERS
 
 [model]
 backbone = "$BACKBONE"

@@ -93,7 +93,7 @@ class Feed:
             table = keep_resident(key, lambda: open_style_table(
                 data, self.model.style, flips, self.device, self.memory_format, self.log, encoder))
             self.tables[name] = table
-            self.log.info("%s split: style statistics from %s (the VGG does not run while training)",
+            self.log.info("%s split: style statistics from %s (the VGG is not run for this split)",
                           name, table.path)
         return self.tables[name]
 
