@@ -15,7 +15,6 @@ checkpoints save, so both paths give the same batches and resume exactly.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Iterator
 
