@@ -44,6 +44,14 @@ def _non_negative() -> dict:
     return {"non_negative": True}
 
 
+def _speed_only(**more) -> dict:
+    # Settings that change how fast a run goes, not what it computes (results equal
+    # within float tolerance). RunConfig.to_mapping() writes them only when they
+    # differ from their default, so every study and checkpoint written before
+    # they existed keeps its identity (hpo's spec hash) and still loads.
+    return {"speed_only": True, **more}
+
+
 @dataclass
 class DataConfig:
     """Where BAID lives and how images reach the network."""
@@ -66,11 +74,21 @@ class DataConfig:
     # A missing or corrupt image: "skip" (counted, warned) or "fatal" (ImageError).
     on_bad_image: str = field(default="skip", metadata=_choice("skip", "fatal"))
     num_workers: int = field(default=0, metadata=_non_negative())
+    # The frozen VGG's style statistics (AdaIN's per-channel mean and std) computed
+    # once per image and flip and stored beside the pixel cache (model/style_cache.py)
+    # instead of running the VGG every step. Needs cache = true; false: the VGG runs.
+    style_cache: bool = field(default=True, metadata=_speed_only())
+    # Hold a split's uint8 cache as one tensor on the training device and gather
+    # batches there (model/device_data.py): "auto" on CUDA when it fits in
+    # device_cache_fraction of the free device memory; "on" also on CPU (host
+    # memory counts as the device's); "off" reads batches from the memory map.
+    device_cache: str = field(default="auto", metadata=_speed_only(**_choice("auto", "on", "off")))
+    device_cache_fraction: float = field(default=0.5, metadata=_speed_only(positive=True))
 
 
 @dataclass
 class ModelConfig:
-    """Which SAAN variant to build; see model/saan.py and ../shared/SAAN.md."""
+    """Which SAAN variant to build; see model/saan.py and docs/saan.md."""
 
     backbone: str = field(default="resnet50", metadata=_choice("resnet50", "resnet18"))
     norm: str = field(default="bn", metadata=_choice("bn", "gn", "gn-all"))
@@ -145,7 +163,13 @@ class RunConfig:
         return cls.from_mapping(read_toml(path), source=str(path))
 
     def to_mapping(self) -> dict[str, dict[str, Any]]:
-        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+        """Every field, except speed-only ones left at their default (see _speed_only)."""
+        mapping = {}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            mapping[name] = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+                             if not (f.metadata.get("speed_only") and getattr(section, f.name) == f.default)}
+        return mapping
 
     def replace(self, **overrides: Any) -> "RunConfig":
         """A copy with fields changed by bare name (``lr=1e-3``) or dotted (``model.norm``)."""

@@ -23,17 +23,16 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 
+from model.cache import Cache, invalidate, open_cache
 from model.config import DataConfig
 from model.errors import DataError, ImageError
-
-if TYPE_CHECKING:
-    from model.cache import Cache
+from model.images import bad_image, check_image, decode_resized
+from model.synthetic import make_synthetic_baid
 
 SPLITS = ("train", "val", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,25 +89,12 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         raise DataError("data.root: no BAID folder given")
     root = Path(cfg.root).expanduser()
     if not root.exists() and cfg.synthetic:
-        from model.synthetic import make_synthetic_baid
         make_synthetic_baid(root, cfg.synthetic_n, cfg.synthetic_size, cfg.synthetic_seed)
     if not root.is_dir():
         raise DataError(f"{root}: BAID folder not found (expected images/ and dataset/)")
     if not (root / "images").is_dir():
         raise DataError(f"{root / 'images'}: images folder not found")
     return root
-
-
-# ---- decoding ---------------------------------------------------------------
-def decode_resized(path: Path, size: int) -> np.ndarray:
-    """The paper's Resize((size, size)) on a PIL image: bilinear, aspect not kept. (H, W, 3) uint8."""
-    with Image.open(path) as img:
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def bad_image(path: Path, err: Exception | None) -> str:
-    return f"{path}: image missing" if err is None else f"{path}: cannot decode image ({err})"
 
 
 # ---- a split, ready to serve batches -------------------------------------
@@ -131,8 +117,8 @@ class ImageSplit:
     skipped: list[str]
     pixels: np.ndarray | None = None
     rows: np.ndarray | None = None
-    cache: "Cache | None" = None
-    reopen: Callable[[], "Cache"] | None = None
+    cache: Cache | None = None
+    reopen: Callable[[], Cache] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -160,7 +146,6 @@ class ImageSplit:
         return out
 
     def _rebuild(self, bad: list[int]) -> None:
-        from model.cache import invalidate
         log.warning("cache %s: %d row(s) fail their checksum (first: row %d); rebuilding it",
                     self.cache.path, len(bad), bad[0])
         invalidate(self.cache)
@@ -180,7 +165,6 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
         raise DataError(f"{csv_path(root, split)}: no images in split {split!r}")
     cache = reopen = None
     if cfg.cache:
-        from model.cache import open_cache
         reopen = functools.partial(open_cache, root, rows, split, cfg, logger)
         cache = reopen()
         kept, pixels = cache.kept, cache.pixels
@@ -189,7 +173,7 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
         kept, skipped = [], []
         for i, (name, _) in enumerate(rows):
             path = root / "images" / name
-            err = _check_image(path)
+            err = check_image(path)
             if err is None:
                 kept.append(i)
             elif cfg.on_bad_image == "fatal":
@@ -208,22 +192,6 @@ def open_split(cfg: DataConfig, split: str, logger: logging.Logger | None = None
                       pixels, kept if pixels is not None else None, cache, reopen)
 
 
-def _check_image(path: Path) -> str | None:
-    """Check without the cache: the file exists and PIL's verify() accepts it (reads, no decode).
-
-    verify() catches missing files and truncated JPEGs; a file damaged in a way
-    only a full decode reveals still fails later, as an ImageError naming it.
-    """
-    if not path.is_file():
-        return bad_image(path, None)
-    try:
-        with Image.open(path) as img:
-            img.verify()
-    except Exception as err:  # PIL raises many types for a bad file
-        return bad_image(path, err)
-    return None
-
-
 # ---- batches -------------------------------------------------------------
 def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
     """Positions per batch: shuffled with ``generator`` (train) or in order (eval). Keeps the last partial batch."""
@@ -234,26 +202,27 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) ->
 class _Batches(torch.utils.data.Dataset):
     """Batch j of a precomputed list, so DataLoader workers read whole batches."""
 
-    def __init__(self, data: ImageSplit, batches: list[np.ndarray]):
-        self.data, self.batches = data, batches
+    def __init__(self, data: ImageSplit, batches: list[np.ndarray], with_positions: bool = False):
+        self.data, self.batches, self.with_positions = data, batches, with_positions
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, ...]:
         idx = self.batches[j]
-        return torch.from_numpy(self.data.images(idx)), torch.from_numpy(self.data.scores[idx])
+        batch = torch.from_numpy(self.data.images(idx)), torch.from_numpy(self.data.scores[idx])
+        return (torch.from_numpy(idx),) + batch if self.with_positions else batch
 
 
 def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generator | None = None,
-                    num_workers: int = 0, pin_memory: bool = False
-                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images (B, H, W, 3), scores (B,)) batches.
+                    num_workers: int = 0, pin_memory: bool = False, with_positions: bool = False
+                    ) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (uint8 images (B, H, W, 3), scores (B,)) batches; (positions, images, scores) if asked.
 
     The order is drawn here in the calling process from ``generator``, so it is
     part of the trainer's saved state whatever ``num_workers`` is.
     """
-    batches = _Batches(data, batch_indices(len(data), batch_size, generator))
+    batches = _Batches(data, batch_indices(len(data), batch_size, generator), with_positions)
     if num_workers == 0 and not pin_memory:
         yield from (batches[j] for j in range(len(batches)))
         return

@@ -2,7 +2,7 @@
 
 The network as small named modules, torchvision-resnet style: every variant the
 paper publishes is a constructor argument (``norm``, ``branches``, ``backbone``),
-never a flag inside ``forward()``. ../shared/SAAN.md is the specification; the
+never a flag inside ``forward()``. docs/saan.md is the specification; the
 numbers quoted below are checked by tests/test_model_saan.py.
 
     image ─┬─ GenericAestheticBranch (ResNet trunk to layer3, frozen) ──────────────┐
@@ -177,14 +177,24 @@ class StyleSpecificBranch(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # stride 8 -> 16
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def style_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """AdaIN's style statistics of ``x``: the frozen VGG map's channel_stats, (B, C, 1, 1) each.
+
+        They depend only on the image (and its flip), so model/style_cache.py
+        computes them once with this very method and forward() takes them back.
+        """
         # Frozen encoder in inference mode: no graph, no version counters, and
         # its map is freed as soon as its statistics are taken. Only the (B, C)
         # statistics leave the block; cloning makes them ordinary tensors that
         # autograd may save for the backward pass of AdaIN.
         with torch.inference_mode():
             s_mean, s_std = channel_stats(self.vgg(x))
-        s_mean, s_std = s_mean.clone(), s_std.clone()
+        return s_mean.clone(), s_std.clone()
+
+    def forward(self, x: torch.Tensor,
+                style: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``style``: precomputed (mean, std) of style_stats(x); None runs the VGG here."""
+        s_mean, s_std = self.style_stats(x) if style is None else style
         return self.pool(self.relu(adain_with(self.trunk(x), s_mean, s_std)))
 
 
@@ -263,8 +273,14 @@ class SAAN(nn.Module):
         self.head = RegressionHead(channels, head_hidden, dropout, norm2)
         self.freeze_generic_bn = freeze_generic_bn
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [branch(x) for branch in (self.style, self.generic) if branch is not None]
+    def forward(self, x: torch.Tensor,
+                style: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``style``: the style branch's precomputed VGG statistics (model/style_cache.py), or None."""
+        parts = []
+        if self.style is not None:
+            parts.append(self.style(x, style))
+        if self.generic is not None:
+            parts.append(self.generic(x))
         return self.head(self.fusion(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]))
 
     def train(self, mode: bool = True) -> "SAAN":

@@ -15,6 +15,11 @@ needs no state of its own beyond the epoch counter.
 On CUDA the loop uses bf16 autocast, channels_last, cudnn.benchmark, pinned
 non-blocking copies and does flip + normalisation on the device; losses and
 predictions stay on the device until the end of the epoch (one sync per epoch).
+Batches come from model/feed.py: the split held on the device when it fits
+(data.device_cache), the style branch's VGG statistics from a table computed
+once (data.style_cache), the model call compiled once per process when
+trainer.compile. Checkpoints are host snapshots that a CheckpointWriter can
+write off the critical path (model/checkpoint.py).
 On CPU it is plain fp32, channels_last too (oneDNN's convolutions and pools run
 natively in NHWC, which the cache's uint8 batches already are) with denormals
 flushed. Both use the fused Adam kernel (one pass over all parameters instead
@@ -26,6 +31,7 @@ unless eval_batch_size is set): no graph, no saved activations.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import logging
@@ -33,6 +39,7 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Callable
 
@@ -41,10 +48,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.checkpoint import CheckpointWriter, HostSnapshot, snapshot_to_host, write_durable
 from model.config import RunConfig, TrainerConfig
-from model.data import (ImageSplit, ensure_dataset, flip_batch, iterate_batches, normalise_batch,
-                        open_split, split_rows)
+from model.data import ImageSplit, ensure_dataset, flip_batch, normalise_batch, split_rows
 from model.errors import CheckpointError
+from model.feed import Feed
 from model.metrics import compute_metrics
 from model.saan import SAAN, build_saan
 from model.weights import load_pretrained
@@ -54,6 +62,11 @@ EVAL_BATCH_FACTOR = 4
 MAX_DECAYS = 4  # the paper stops decaying after epoch 40: base * 0.1**4
 ENV_THREADS = "SAAN_HPO_THREADS"
 ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
+# torch.compile's backend ("inductor" unless set; tests use "eager" to count graphs cheaply).
+ENV_COMPILE_BACKEND = "SAAN_HPO_COMPILE_BACKEND"
+# Graphs one process may compile for the model call: a configuration needs up to
+# four (train and eval batch, each full and last partial), a grid several configurations.
+COMPILE_RECOMPILE_LIMIT = 64
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict], "bool | None"]
@@ -64,7 +77,7 @@ def learning_rate(cfg: TrainerConfig, epoch: int) -> float:
 
     "paper": the authors' code sets base * gamma**((e // step) ) *after* 0-based
     epoch e, so it takes effect one epoch late: 1e-5 in epochs 1-11, 1e-6 in
-    12-21, ... (SAAN.md: 0-based 0-10, 11-20, ...). "step": the same decay on
+    12-21, ... (docs/saan.md: 0-based 0-10, 11-20, ...). "step": the same decay on
     time (epochs 1-10, 11-20, ...). Both stop after four decays. "constant": base.
     """
     if cfg.schedule == "constant":
@@ -101,6 +114,36 @@ def configure_determinism(deterministic: bool, on_cuda: bool) -> None:
         torch.backends.cudnn.deterministic = True
     elif on_cuda:
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cudnn pick the fastest
+
+
+def _call_model(model: SAAN, x: torch.Tensor, style=None):
+    return model(x, style)
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def compiled_model_call() -> Callable:
+    """``torch.compile(model(x, style))`` for this process, shared by every Trainer in it.
+
+    The model is an argument, not baked in: dynamo inlines it and guards on its
+    structure, shapes and dtypes, not on its identity, so a trial rebuilt on a
+    resume (a new SAAN of the same configuration) reuses the graphs compiled
+    for the last one instead of compiling again (~77 s for full SAAN on an
+    H200). Another configuration (backbone, batch size, train/eval) compiles
+    its own graphs once; Inductor's on-disk caches (TORCHINDUCTOR_CACHE_DIR)
+    make that cheaper in later processes too. Static shapes (dynamic=False):
+    the last partial batch of an epoch gets its own graph rather than every
+    batch a shape-generic one.
+    """
+    backend = os.environ.get(ENV_COMPILE_BACKEND, "inductor")
+    if backend not in _COMPILED:
+        import torch._dynamo
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit),
+                                                 COMPILE_RECOMPILE_LIMIT))
+        _COMPILED[backend] = torch.compile(_call_model, backend=backend, dynamic=False)
+    return _COMPILED[backend]
 
 
 def frozen_fingerprint(model: SAAN) -> str:
@@ -149,7 +192,6 @@ class Trainer:
         ensure_dataset(cfg.data)
         for name in ("train", "val"):
             split_rows(cfg.data, name)
-        self.splits: dict[str, ImageSplit] = {}
 
         # The frozen parts are never saved, so they must be rebuilt identically
         # from the config: initialise the model from the seed alone.
@@ -159,7 +201,10 @@ class Trainer:
         load_pretrained(model, cfg.model)
         self.fingerprint = frozen_fingerprint(model)
         self.model = model.to(self.device, memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        # forward(x, style): the model, or the process's compiled call of it
+        self.forward = functools.partial(compiled_model_call(), self.model) if t.compile else self.model
+        self.feed = Feed(cfg.data, self.model, self.device, self.memory_format, self.log)
+        self.splits = self.feed.splits
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(trainable, lr=learning_rate(t, 1),
@@ -206,24 +251,23 @@ class Trainer:
             group["lr"] = learning_rate(t, epoch)
         self.model.train()
         data = self.split("train")
+        self.feed.device_split("train")  # placement and style statistics are set up untimed
+        self.feed.style_table("train")
         loss_sum = torch.zeros((), device=self.device)
         seen = 0
         bar = self._progress(len(data), f"epoch {epoch}")
         start = time.perf_counter()
-        for images, scores in iterate_batches(data, t.batch_size, self.generator,
-                                              self.cfg.data.num_workers, pin_memory=self.on_cuda):
-            flip = torch.rand(len(images), generator=self.generator) < 0.5
-            x = self._to_input(images, flip)
-            target = scores.to(self.device, non_blocking=True) / 10
+        for batch in self.feed.batches("train", t.batch_size, self.generator, self.cfg.data.num_workers):
+            target = batch.scores / 10
             with self._autocast():
-                pred = self.forward(x)
+                pred = self.forward(batch.x, batch.style)
             loss = self._loss(pred.float(), target)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            loss_sum += loss.detach() * len(images)
-            seen += len(images)
-            bar.update(len(images))
+            loss_sum += loss.detach() * len(batch)
+            seen += len(batch)
+            bar.update(len(batch))
         train_loss = loss_sum.item() / seen  # the epoch's one sync
         bar.close()
         return train_loss, seen / (time.perf_counter() - start)
@@ -252,9 +296,7 @@ class Trainer:
 
     # ---- evaluation ----------------------------------------------------------
     def split(self, name: str) -> ImageSplit:
-        if name not in self.splits:
-            self.splits[name] = open_split(self.cfg.data, name, self.log)
-        return self.splits[name]
+        return self.feed.split(name)
 
     @torch.inference_mode()
     def predict(self, split: str = "val") -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -263,10 +305,9 @@ class Trainer:
         self.model.eval()
         batch_size = self.cfg.trainer.eval_batch_size or EVAL_BATCH_FACTOR * self.cfg.trainer.batch_size
         preds = []
-        for images, _ in iterate_batches(data, batch_size, None, self.cfg.data.num_workers,
-                                         pin_memory=self.on_cuda):
+        for batch in self.feed.batches(split, batch_size, None, self.cfg.data.num_workers):
             with self._autocast():
-                preds.append(self.forward(self._to_input(images)).float())
+                preds.append(self.forward(batch.x, batch.style).float())
         pred = (torch.cat(preds) * 10).cpu().numpy().astype(np.float64)
         return pred, data.scores.astype(np.float64), list(data.names)
 
@@ -277,20 +318,29 @@ class Trainer:
 
     # ---- checkpoints ---------------------------------------------------------
     def state_dict(self) -> dict:
-        """Everything that changes while training, and nothing that does not.
+        """Everything that changes while training, and nothing that does not; a copy on the host.
 
         The VGG encoder and frozen pretrained tensors are left out (they are
         rebuilt from the config); a fingerprint of them is kept to refuse a
         mismatched resume. The generic branch's BN running statistics are kept
-        when they update (the paper's mode).
+        when they update (the paper's mode). The learning-rate schedule is a
+        pure function of the epoch, so the epoch is all of its state.
+        """
+        return self.snapshot()
+
+    def snapshot(self) -> HostSnapshot:
+        """state_dict() as a host copy taken now (model/checkpoint.py): training may go on at once.
+
+        Hand it to a CheckpointWriter to write it off the critical path; record
+        a value only after that write's Future has resolved (it is durable then).
         """
         np_state = np.random.get_state()
-        return {
+        live = {
             "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_mapping(),
             "epoch": self.epoch,
             "history": [dict(m) for m in self.history],
-            "model": {k: v.detach().cpu().clone() for k, v in self.model.changing_state_dict().items()},
+            "model": self.model.changing_state_dict(),
             "frozen_fingerprint": self.fingerprint,
             "optimizer": self.optimizer.state_dict(),
             "rng": {
@@ -301,6 +351,7 @@ class Trainer:
                 "generator": self.generator.get_state(),
             },
         }
+        return snapshot_to_host(live)
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -330,13 +381,12 @@ class Trainer:
                                   f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write state_dict() atomically (temp file + rename): a crash never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        """Write state_dict() atomically and durably (temp file, fsync, rename): never half a file."""
+        return write_durable(self.snapshot(), path)
+
+    def save_checkpoint_async(self, path: str | Path, writer: CheckpointWriter) -> "Future[Path]":
+        """Snapshot now, write (durably) on ``writer``'s thread; the Future resolves when it is on disk."""
+        return writer.save(self.snapshot(), path)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | bytes, device: str | None = None, log=None,

@@ -13,7 +13,8 @@ import pytest
 
 from model.cache import file_checksum
 from model.config import DataConfig
-from model.data import decode_resized, open_split
+from model.data import open_split
+from model.images import decode_resized
 from model.synthetic import make_synthetic_baid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,11 +29,11 @@ from model.config import DataConfig
 from model.data import open_split
 
 root, cache_dir, go = sys.argv[1:4]
-decode = cache._decode_or_error
+decode = cache.decode_or_error
 def slow(args):
     time.sleep(0.04)
     return decode(args)
-cache._decode_or_error = slow
+cache.decode_or_error = slow
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 while not Path(go).exists():
     time.sleep(0.005)

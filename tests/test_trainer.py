@@ -99,7 +99,7 @@ def test_on_epoch_end_false_stops(baid):
 
 def test_learning_rate_schedules():
     paper = TrainerConfig(lr=1e-5, schedule="paper")
-    # SAAN.md: 0-based epochs 0-10 at 1e-5, 11-20 at 1e-6, ..., 31-40 at 1e-8, 1e-9 after
+    # docs/saan.md: 0-based epochs 0-10 at 1e-5, 11-20 at 1e-6, ..., 31-40 at 1e-8, 1e-9 after
     expected = {1: 1e-5, 11: 1e-5, 12: 1e-6, 21: 1e-6, 22: 1e-7, 41: 1e-8, 42: 1e-9, 100: 1e-9}
     for epoch, lr in expected.items():
         assert math.isclose(learning_rate(paper, epoch), lr, rel_tol=1e-9), epoch

@@ -1,0 +1,146 @@
+"""Checkpoints off the critical path: a fast host snapshot now, the slow write in the background.
+
+At an epoch boundary the trainer's state (trained weights, optimizer moments,
+running statistics, RNG states, epoch; never the frozen VGG / generic weights,
+which are rebuilt from the config) must be saved before the epoch's value is
+recorded. Serialising and writing it (~225 MB for full SAAN, most of it Adam's
+two moments) takes far longer than copying it: so
+
+1. snapshot_to_host(state) copies every tensor to the host *now* (CUDA tensors
+   by non-blocking copies into pinned memory and one synchronize), after which
+   training may go on and change the live tensors;
+2. CheckpointWriter writes snapshots on one background thread, in order, each
+   to a temporary file that is flushed, fsynced and renamed into place (and
+   the directory fsynced): when its Future resolves, the checkpoint is durable;
+3. the caller records the value only after ``future.result()`` returns.
+
+Typical use (what hpo's worker can do per epoch):
+
+    writer = CheckpointWriter()
+    future = writer.submit(store_bytes, trainer.snapshot())   # returns at once
+    ...                                                        # the next epoch trains meanwhile
+    artifact = future.result()                                 # durable from here on: record the value
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+def snapshot_to_host(state: Any) -> Any:
+    """A copy of a nested state (dicts, lists, tuples, tensors, plain values) with every tensor on the host.
+
+    The copy is complete when this returns: later changes to the live tensors do not reach it.
+    """
+    pending = []
+
+    def copy(value):
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+            if value.device.type == "cuda":
+                host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+                host.copy_(value, non_blocking=True)
+                pending.append(value.device)
+                return host
+            return value.clone()
+        if isinstance(value, dict):
+            return {k: copy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [copy(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(copy(v) for v in value)
+        return value
+
+    result = copy(state)
+    for device in set(pending):
+        torch.cuda.synchronize(device)  # one wait for all the copies on that device
+    return result
+
+
+def checkpoint_bytes(state: dict) -> bytes:
+    """torch.save of ``state``, as bytes (what an artifact store keeps)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def write_durable(data: bytes | dict, path: str | Path) -> Path:
+    """Write ``data`` (bytes, or a state dict to torch.save) to ``path`` atomically and durably.
+
+    Temporary file in the same folder, flushed and fsynced, renamed over ``path``,
+    then the folder fsynced so the rename itself survives a power cut: a crash
+    leaves the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{id(data):x}")
+    try:
+        with open(tmp, "wb") as fh:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                fh.write(data)
+            else:
+                torch.save(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return path
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class CheckpointWriter:
+    """Runs checkpoint writes on one background thread, in submission order.
+
+    ``submit(fn, snapshot)`` returns a Future at once; ``fn(snapshot)`` runs on
+    the thread and the Future resolves to its result (or raises its error) once
+    it has returned, e.g. ``write_durable`` a path, or an artifact store's save
+    of ``checkpoint_bytes(snapshot)`` an artifact id. One thread: writes land in
+    order, and a slow disk delays only the writes, never the training loop,
+    until the caller waits on a Future.
+    """
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saan-checkpoint")
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+        return self._pool.submit(fn, *args)
+
+    def save(self, snapshot: dict, path: str | Path) -> "Future[Path]":
+        """write_durable(snapshot, path) in the background."""
+        return self.submit(write_durable, snapshot, path)
+
+    def close(self, wait: bool = True) -> None:
+        """Finish (``wait``) or abandon the queued writes and stop the thread."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def __enter__(self) -> "CheckpointWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close(wait=True)
+
+
+# For type hints of callers that keep snapshots around.
+HostSnapshot = dict
