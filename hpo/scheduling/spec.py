@@ -48,7 +48,10 @@ STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seco
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
-                ("model", "weights_dir"), ("trainer", "device")}
+                ("model", "weights_dir"), ("trainer", "device"),
+                # speed-only: the same values are trained with or without them
+                ("data", "style_cache"), ("data", "device_cache"), ("data", "device_cache_fraction"),
+                ("trainer", "compile")}
 
 
 @dataclass(frozen=True)
