@@ -25,7 +25,7 @@ from hpo.readers.published import (COMPARED_COLUMNS, SCORE_COLUMNS, load_publish
 from hpo.readers.published_table import with_published
 from hpo.scheduling.spec import load_spec
 from hpo.readers.stored_scores import store_export_scores
-from hpo.readers.table import ATTR_METRICS, METRIC_COLUMNS
+from hpo.readers.table import ATTR_METRICS, TEST_SCORE_COLUMNS
 from hpo.service.optuna_link import store_finished_trial_attrs, trial_id
 from model.config import ConfigError
 from studyfiles import BLOG_GRID, cli
@@ -133,7 +133,7 @@ def test_table_of_a_variants_study_prints_the_published_rows(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     frame = pd.read_csv(io.StringIO(done.stdout), keep_default_na=False, na_values=[""])
     assert list(frame.columns) == ["trial", "norm", "loss", "batch_size", "state", "epochs",
-                                   *METRIC_COLUMNS, "published", *SCORE_COLUMNS]
+                                   *TEST_SCORE_COLUMNS, "published", *SCORE_COLUMNS]
     assert len(frame) == 4 and list(frame["trial"]) == [0, 1, 2, 3]
     for _, row in frame.iterrows():
         expected = EXPECTED[(row["norm"], row["loss"])]

@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.published import load_published_if_any
     from hpo.readers.published_table import with_published
     from hpo.readers.results import stored_spec

@@ -14,18 +14,13 @@ same configurations, whatever the axis names or order), the report shows
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
+from hpo.report.figures import esc as e
 from hpo.readers.published import SCORES, LadderComparison, compare_ladder, halving_trials, load_published_if_any
 
 SECTION_ID = "section-published"
 SCORE_TITLES = {"accuracy": "accuracy", "plcc": "PLCC", "srcc": "SRCC"}
-
-
-def e(value: Any) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return html.escape(text, quote=True)
 
 
 def published_ladder(data) -> LadderComparison | None:
