@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model import checkpoint_file
 from model.config import RunConfig, TrainerConfig
 from model.data import (ImageSplit, ensure_dataset, flip_batch, iterate_batches, normalise_batch,
                         open_split, split_rows)
@@ -330,13 +331,10 @@ class Trainer:
                                   f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write state_dict() atomically (temp file + rename): a crash never leaves half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        """Write state_dict() atomically with its checksum (model/checkpoint_file.py)."""
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        return checkpoint_file.write(path, buffer.getvalue())
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | bytes, device: str | None = None, log=None,
@@ -358,13 +356,16 @@ class Trainer:
 def read_checkpoint(path: str | Path | bytes) -> dict:
     """Load a checkpoint dict; missing or corrupt -> CheckpointError naming the file."""
     name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
-    if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
-        raise CheckpointError(f"{name}: checkpoint file not found")
-    source = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
+    # Checksum verified first: torch's zip reader would load a damaged file silently.
+    if isinstance(path, (bytes, bytearray)):
+        payload = checkpoint_file.unframe(bytes(path), name)
+    else:
+        payload = checkpoint_file.read(path)
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{name}: not a readable checkpoint ({type(err).__name__})") from None
+        raise checkpoint_file.DamagedCheckpoint(f"{name}: not a readable checkpoint "
+                                                f"({type(err).__name__})") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{name}: not a SAAN trainer checkpoint")
     return state

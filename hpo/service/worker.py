@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from model.checkpoint_file import DamagedCheckpoint
 from model.errors import SaanError
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
@@ -126,11 +127,13 @@ class Worker:
         if claim.checkpoint_id:
             try:
                 run.load_bytes(self.checkpoints.load(claim.checkpoint_id))
-            except ArtifactNotFound:
-                # Lost checkpoint (deleted by hand, store not shared): retrain
-                # from scratch; Optuna ignores re-reports of epochs it has.
-                log.error("trial %d: checkpoint %s not found in %s; retraining from epoch 0",
-                          claim.number, claim.checkpoint_id, self.spec.artifacts)
+            except (ArtifactNotFound, DamagedCheckpoint) as err:
+                # Lost or damaged checkpoint (deleted or truncated by hand, store
+                # not shared, disk error): never train on it; retrain from
+                # scratch. Optuna ignores re-reports of epochs it has.
+                what = (f"checkpoint {self.checkpoints.where(claim.checkpoint_id)} not found"
+                        if isinstance(err, ArtifactNotFound) else str(err))
+                log.error("trial %d: %s; retraining from epoch 0", claim.number, what)
                 run = self.make_run(claim.params)
                 claim = dataclasses.replace(claim, epochs_done=0)
         if run.epoch != claim.epochs_done:
