@@ -31,14 +31,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model.errors import SaanError
-    from hpo.service.study import open_or_create
+    from hpo.service import db
+    from hpo.service.preflight import check_before_creating
 
     if args.workers < 1:
         raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
-    replay_curves(args, spec)  # validate before anything is stored
+    curves = replay_curves(args, spec)  # validate before anything is stored
+    check_before_creating(spec, storage, curves is not None)
+    with db.naming(storage):
+        return _launch(args, spec, storage, artifacts)
+
+
+def _launch(args, spec, storage, artifacts) -> int:
+    from hpo.service.study import open_or_create
+
     created = open_or_create(spec, storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "

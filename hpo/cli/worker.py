@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.service import db
+    from hpo.service.preflight import check_before_creating
     from hpo.service.trial_runs import run_factory
     from hpo.service.study import open_or_create
     from hpo.service.worker import Worker
@@ -27,13 +29,15 @@ def run(args: argparse.Namespace) -> int:
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
     curves = replay_curves(args, spec)
-    open_or_create(spec, storage)
-    device = args.device or spec.run.trainer.device
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials())
-    return worker.run()
+    check_before_creating(spec, storage, curves is not None)
+    with db.naming(storage):
+        open_or_create(spec, storage)
+        device = args.device or spec.run.trainer.device
+        worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
+                                                   epoch_seconds=args.replay_epoch_seconds),
+                        artifacts=artifacts, device=device, claim_seed=args.claim_seed,
+                        max_trials=_max_trials())
+        return worker.run()
 
 
 def _max_trials() -> int | None:
