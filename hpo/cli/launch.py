@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from model.errors import SaanError
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
                               data_option_argv, replay_curves, resolve_spec)
 
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.errors import SaanError
+    # The service is imported when the command runs, not when the parser is built
+    # (hpo/cli/__init__.py imports every command): ~1 s saved on every other command.
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
 
@@ -39,13 +41,13 @@ def run(args: argparse.Namespace) -> int:
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
-    curves = replay_curves(args, spec)  # validate before anything is stored
+    curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     check_before_creating(spec, storage, curves is not None)
     with db.naming(storage):
-        return _launch(args, spec, storage, artifacts)
+        return _launch(args, spec, storage, artifacts, curves)
 
 
-def _launch(args, spec, storage, artifacts) -> int:
+def _launch(args, spec, storage, artifacts, curves) -> int:
     from hpo.service.study import open_or_create
 
     created = open_or_create(spec, storage)
@@ -54,7 +56,7 @@ def _launch(args, spec, storage, artifacts) -> int:
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
     started = time.monotonic()
     if args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts)
+        code = _run_in_process(args, spec, storage, artifacts, curves)
     else:
         code = _run_children(args, spec, storage, artifacts)
     if code == 0:
@@ -62,16 +64,14 @@ def _launch(args, spec, storage, artifacts) -> int:
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts) -> int:
+def _run_in_process(args, spec, storage, artifacts, curves) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = args.device or spec.run.trainer.device
-    curves = replay_curves(args, spec)
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
-    return worker.run()
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device).run()
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -141,9 +141,12 @@ def _run_children(args, spec, storage, artifacts) -> int:
 
 
 def _progress_bar(spec):
-    if os.environ.get("SAAN_HPO_NO_PROGRESS") == "1" or not sys.stderr.isatty():
-        return None
     from tqdm import tqdm
+
+    from model.cache import progress_disabled  # the one SAAN_HPO_NO_PROGRESS check
+
+    if progress_disabled():
+        return None
 
     return tqdm(total=spec.planned_epochs(), unit="epoch", desc=spec.name)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
                               replay_curves, resolve_spec)
@@ -19,10 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the parser imports every command (start-up time).
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
-    from hpo.service.trial_runs import run_factory
     from hpo.service.study import open_or_create
+    from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     spec, storage, artifacts = resolve_spec(args)
@@ -33,14 +33,6 @@ def run(args: argparse.Namespace) -> int:
     with db.naming(storage):
         open_or_create(spec, storage)
         device = args.device or spec.run.trainer.device
-        worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                                   epoch_seconds=args.replay_epoch_seconds),
-                        artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                        max_trials=_max_trials())
-        return worker.run()
-
-
-def _max_trials() -> int | None:
-    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
-    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
-    return int(value) if value else None
+        make_run = run_factory(spec, device=device, curves=curves,
+                               epoch_seconds=args.replay_epoch_seconds)
+        return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device).run()
