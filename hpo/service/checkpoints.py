@@ -86,6 +86,23 @@ class CheckpointStore:
             # orphaned once the folder accepts changes again.
             raise checkpoint_file.write_error(self.where(artifact_id), err) from None
 
+    def remove_orphans(self, referenced: set[str]) -> list[str]:
+        """Delete this study's checkpoint files no trial points to; the ids removed.
+
+        For a finished study only: while it runs, a file may be written but not
+        yet recorded. Orphans come from a folder that refused removals for a
+        while (an environment fault stopped the worker between recording a new
+        checkpoint and removing the previous one). Folder stores only.
+        """
+        if self.root is None or not self.root.is_dir():
+            return []
+        pattern = re.compile(re.escape(self.prefix) + r"-t\d+-e\d+-[0-9a-f]{8}\.ckpt")
+        orphans = sorted(p.name for p in self.root.iterdir()
+                         if pattern.fullmatch(p.name) and p.name not in referenced)
+        for artifact_id in orphans:
+            self.remove(artifact_id)
+        return orphans
+
     def _drop_partial(self, artifact_id: str) -> None:
         try:
             self.store.remove(artifact_id)

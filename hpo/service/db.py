@@ -313,10 +313,12 @@ def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: fl
     while True:
         try:
             return fn(*args, **kwargs)
-        except TRANSIENT_ERRORS as err:
+        except (*TRANSIENT_ERRORS, sa.exc.DBAPIError) as err:
             lasting = lasting_fault_error(err)
             if lasting is not None:
                 raise lasting from None  # a read-only database stays read-only: say so, do not wait
+            if not isinstance(err, TRANSIENT_ERRORS):
+                raise
             tries += 1
             if time.monotonic() - start > deadline or (attempts and tries >= attempts):
                 raise

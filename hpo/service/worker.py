@@ -115,6 +115,7 @@ class Worker:
         db.retrying(self.finalize, log=log)
         if db.retrying(self.coordinator.open_count, log=log) == 0:
             log.info("study %r is finished", self.spec.name)
+            self._remove_orphans()
             return FINISHED
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
@@ -123,6 +124,14 @@ class Worker:
             return IDLE
         self.train(claim)
         return TRAINED
+
+    def _remove_orphans(self) -> None:
+        """Checkpoint files of the finished study that no trial points to (left by a store fault)."""
+        referenced = db.retrying(self.coordinator.referenced_checkpoints, log=log)
+        removed = self.checkpoints.remove_orphans(referenced)
+        if removed:
+            log.info("removed %d orphaned checkpoint(s) of study %r, e.g. %s", len(removed),
+                     self.spec.name, removed[0])
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
