@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              replay_curves, resolve_spec)
+from hpo.cli.options import add_data_option, add_replay, add_study_file, replay_curves, study_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,21 +16,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: the parser imports every command (start-up time).
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
     from hpo.service.study import open_or_create
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)
     curves = replay_curves(args, spec)
-    check_before_creating(spec, storage, curves is not None)
-    with db.naming(storage):
-        open_or_create(spec, storage)
+    check_before_creating(spec, spec.storage, curves is not None)
+    with db.naming(spec.storage):
+        open_or_create(spec, spec.storage)
         device = args.device or spec.run.trainer.device
         make_run = run_factory(spec, device=device, curves=curves,
                                epoch_seconds=args.replay_epoch_seconds)
-        return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device).run()
+        return Worker.attach(spec, spec.storage, make_run, device=device).run()
