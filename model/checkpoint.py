@@ -32,6 +32,8 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from model import checkpoint_file
+
 T = TypeVar("T")
 
 
@@ -75,24 +77,13 @@ def checkpoint_bytes(state: dict) -> bytes:
 def write_durable(data: bytes | dict, path: str | Path) -> Path:
     """Write ``data`` (bytes, or a state dict to torch.save) to ``path`` atomically and durably.
 
-    Temporary file in the same folder, flushed and fsynced, renamed over ``path``,
-    then the folder fsynced so the rename itself survives a power cut: a crash
-    leaves the old file or the new one, never half of one.
+    The file carries its checksum header (model/checkpoint_file.py) and is written to
+    a temporary file in the same folder, fsynced and renamed over ``path``; then the
+    folder is fsynced so the rename itself survives a power cut: a crash leaves the
+    old file or the new one, never half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{id(data):x}")
-    try:
-        with open(tmp, "wb") as fh:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                fh.write(data)
-            else:
-                torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    payload = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else checkpoint_bytes(data)
+    path = checkpoint_file.write(path, payload)
     fsync_dir(path.parent)
     return path
 

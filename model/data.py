@@ -251,3 +251,24 @@ def normalise_batch(images: torch.Tensor) -> torch.Tensor:
 def flip_batch(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Flip sample i horizontally where ``flip[i]`` (a bool (B,) tensor on x's device)."""
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+# ---- checked up front ---------------------------------------------------------
+def check_dataset(cfg: DataConfig) -> None:
+    """What a run needs from the data, checked before anything is created.
+
+    The train and val CSVs (columns, numeric 0-10 scores), and with
+    ``on_bad_image = "fatal"`` every listed image present (a stat per image;
+    decoding waits for the cache). A synthetic folder is generated here when
+    missing, as training would. Raises DataError / ImageError naming the file.
+    """
+    root = ensure_dataset(cfg)
+    for split in ("train", "val"):
+        rows = split_rows(cfg, split)
+        if not rows:
+            raise DataError(f"{csv_path(root, split)}: no images in split {split!r}")
+        if cfg.on_bad_image == "fatal":
+            for name, _ in rows:
+                path = root / "images" / name
+                if not path.is_file():
+                    raise ImageError(bad_image(path, None))

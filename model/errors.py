@@ -23,3 +23,8 @@ class WeightsError(SaanError):
 
 class CheckpointError(SaanError):
     """A checkpoint file is missing, corrupt or from an incompatible run."""
+
+
+class EnvironmentFault(SaanError):
+    """A place the run needs cannot be written or reached (permissions, disk full, read-only
+    database): the operator must fix it; it says nothing about the configuration being trained."""

@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model import checkpoint_file
 from model.checkpoint import CheckpointWriter, HostSnapshot, snapshot_to_host, write_durable
 from model.config import RunConfig, TrainerConfig
 from model.data import ImageSplit, ensure_dataset, flip_batch, normalise_batch, split_rows
@@ -381,7 +382,7 @@ class Trainer:
                                   f"{str(err).splitlines()[0] if str(err) else ''})") from None
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write state_dict() atomically and durably (temp file, fsync, rename): never half a file."""
+        """Write state_dict() atomically and durably with its checksum: never half a file."""
         return write_durable(self.snapshot(), path)
 
     def save_checkpoint_async(self, path: str | Path, writer: CheckpointWriter) -> "Future[Path]":
@@ -408,13 +409,16 @@ class Trainer:
 def read_checkpoint(path: str | Path | bytes) -> dict:
     """Load a checkpoint dict; missing or corrupt -> CheckpointError naming the file."""
     name = "<bytes>" if isinstance(path, (bytes, bytearray)) else str(path)
-    if not isinstance(path, (bytes, bytearray)) and not Path(path).is_file():
-        raise CheckpointError(f"{name}: checkpoint file not found")
-    source = io.BytesIO(path) if isinstance(path, (bytes, bytearray)) else path
+    # Checksum verified first: torch's zip reader would load a damaged file silently.
+    if isinstance(path, (bytes, bytearray)):
+        payload = checkpoint_file.unframe(bytes(path), name)
+    else:
+        payload = checkpoint_file.read(path)
     try:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{name}: not a readable checkpoint ({type(err).__name__})") from None
+        raise checkpoint_file.DamagedCheckpoint(f"{name}: not a readable checkpoint "
+                                                f"({type(err).__name__})") from None
     if not isinstance(state, dict) or "format" not in state:
         raise CheckpointError(f"{name}: not a SAAN trainer checkpoint")
     return state

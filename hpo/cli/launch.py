@@ -34,12 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
-    from hpo.service.study import open_or_create
+    from hpo.service import db
+    from hpo.service.preflight import check_before_creating
 
     if args.workers < 1:
         raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
     spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
+    check_before_creating(spec, spec.storage, curves is not None)
+    with db.naming(spec.storage):
+        return _launch(args, spec, curves)
+
+
+def _launch(args, spec, curves) -> int:
+    from hpo.service.study import open_or_create
+
     created = open_or_create(spec, spec.storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "

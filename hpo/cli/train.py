@@ -26,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model.data import check_dataset
     from model.train import Trainer  # torch: only for the commands that train
 
     cfg = RunConfig.load(args.config)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     checkpoint = out / CHECKPOINT
+    check_dataset(cfg.data)  # bad data is found before anything is written
     if args.resume:
         trainer = Trainer.from_checkpoint(checkpoint, device=args.device, log=print, config=cfg)
     else:
@@ -38,11 +40,14 @@ def run(args: argparse.Namespace) -> int:
             raise CheckpointError(f"{checkpoint}: a checkpoint exists already; "
                                   f"pass --resume or choose another --out")
         trainer = Trainer(cfg, device=args.device, log=print)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(dump_toml(cfg.to_mapping(), header=f"saan-hpo train {args.config}"))
+    config_text = dump_toml(cfg.to_mapping(), header=f"saan-hpo train {args.config}")
 
     def save(epoch: int, metrics: dict) -> None:
+        # The folder appears with the first checkpoint: a run that fails in its
+        # first epoch (an image that does not decode) leaves no half-made folder.
         trainer.save_checkpoint(checkpoint)
+        if not args.resume and epoch == 1:
+            (out / "config.toml").write_text(config_text)
         (out / "history.json").write_text(json.dumps(trainer.history, indent=1))
 
     if trainer.epoch >= cfg.trainer.epochs:

@@ -17,14 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
+    from hpo.service import db
+    from hpo.service.preflight import check_before_creating
     from hpo.service.study import open_or_create
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     spec = study_spec(args)
     curves = replay_curves(args, spec)
-    open_or_create(spec, spec.storage)
-    device = args.device or spec.run.trainer.device
-    make_run = run_factory(spec, device=device, curves=curves,
-                           epoch_seconds=args.replay_epoch_seconds)
-    return Worker.attach(spec, spec.storage, make_run, device=device).run()
+    check_before_creating(spec, spec.storage, curves is not None)
+    with db.naming(spec.storage):
+        open_or_create(spec, spec.storage)
+        device = args.device or spec.run.trainer.device
+        make_run = run_factory(spec, device=device, curves=curves,
+                               epoch_seconds=args.replay_epoch_seconds)
+        return Worker.attach(spec, spec.storage, make_run, device=device).run()

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 
+from optuna.artifacts.exceptions import ArtifactNotFound
+
+from model.checkpoint_file import DamagedCheckpoint
 from model.config import dump_toml
 from model.errors import SaanError
 from hpo.readers.results import best_trial, checkpoint_ids, stored_spec
@@ -12,6 +16,8 @@ from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.trial_runs import SaanRun
+
+log = logging.getLogger(__name__)
 
 
 class NothingToExport(SaanError):
@@ -51,11 +57,18 @@ def export_text(spec: StudySpec, best, storage_url: str, test_scores: dict | Non
 
 def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,
                     device: str | None = None, split: str = "test") -> dict:
-    """Test-set scores of the winner: from its checkpoint, or retrained when that is gone."""
+    """Test-set scores of the winner: from its checkpoint, or retrained when that is gone or damaged."""
     run = SaanRun(spec, best.params, device)
     checkpoint = checkpoint_ids(spec.name, storage_url).get(best.number)
     if checkpoint:
-        run.load_bytes(CheckpointStore(artifacts or spec.artifacts, spec.name).load(checkpoint))
-    else:
-        run.fit(int(best.user_attrs.get("epochs") or spec.final_epoch))
+        store = CheckpointStore(artifacts or spec.artifacts, spec.name)
+        try:
+            run.load_bytes(store.load(checkpoint))
+            return run.trainer.evaluate(split)
+        except (ArtifactNotFound, DamagedCheckpoint) as err:
+            # Never score a damaged file: the scores would be quietly wrong.
+            what = f"{store.where(checkpoint)} not found" if isinstance(err, ArtifactNotFound) else err
+            log.warning("winner's checkpoint %s; retraining trial %d", what, best.number)
+            run = SaanRun(spec, best.params, device)
+    run.fit(int(best.user_attrs.get("epochs") or spec.final_epoch))
     return run.trainer.evaluate(split)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from model.errors import SaanError
 from hpo.service import db, optuna_link
-from hpo.scheduling.spec import StudySpec, spec_from_mapping
+from hpo.scheduling.spec import StudySpec, check_study_name, spec_from_mapping
 
 
 class StudyNotFound(SaanError):
@@ -18,6 +18,7 @@ class StudyNotFound(SaanError):
 
 def stored_spec(name: str, storage_url: str) -> StudySpec:
     """The spec a study was created with, rebuilt from its stored identity."""
+    check_study_name(name, "command line", "--study")
     with db.reading(storage_url) as conn:
         row = conn.execute(sa.select(db.studies).where(db.studies.c.name == name)).first()
     if row is None:

@@ -25,20 +25,31 @@ def progress_snapshot(spec: StudySpec, storage_url: str) -> dict[str, Any]:
     durations = [e.finished_at - e.started_at for e in epochs]
     spent = len(epochs)
     planned = spec.planned_epochs()
-    active = [w for w in workers if w.state == "active"]
+    live = live_workers(workers, spec.lease_seconds)
     open_trials = [t for t in trials if t.state not in ("pruned", "complete", "failed")]
     eta = None
     if durations and open_trials:
         remaining = max(0, planned - spent)
-        eta = remaining * statistics.median(durations) / max(1, len(active))
+        eta = remaining * statistics.median(durations) / max(1, len(live))
     return {
         "trials": trials, "rungs": rungs, "workers": workers,
         "epochs_spent": spent, "planned": planned, "full_grid": spec.full_grid_epochs(),
         "rungs_decided": len(rungs), "running": sum(t.state == "running" for t in trials),
         "finished": not open_trials and bool(trials),
         "median_epoch_seconds": statistics.median(durations) if durations else None,
-        "eta_seconds": eta,
+        "eta_seconds": eta, "live_workers": len(live),
     }
+
+
+def live_workers(workers, lease_seconds: float, now: float | None = None) -> list:
+    """Workers still beating: registered active and heard from within a lease.
+
+    A worker renews its heartbeat every lease/3 seconds; one killed without
+    deregistering stays "active" in the table but falls silent, so the ETA
+    must not count it.
+    """
+    now = time.time() if now is None else now
+    return [w for w in workers if w.state == "active" and now - w.heartbeat_at <= lease_seconds]
 
 
 def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -> str:
@@ -65,10 +76,13 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     lines.append(f"complete: {len(complete)}  failed: {len(failed)}")
     lines.append("")
     lines.append(f"{'worker':<32} {'host':<16} {'device':<8} {'state':<7} {'trial':>5} {'heartbeat':>10}")
+    live_ids = {w.id for w in live_workers(snap["workers"], spec.lease_seconds, now)}
     for w in snap["workers"]:
         trial = "-" if w.current_trial is None else str(w.current_trial)
+        # "silent": registered active but no heartbeat within a lease (killed, or its host is gone)
+        state = "silent" if w.state == "active" and w.id not in live_ids else w.state
         lines.append(f"{w.id[:32]:<32} {(w.host or '')[:16]:<16} {(w.device or '')[:8]:<8} "
-                     f"{w.state:<7} {trial:>5} {_ago(now - w.heartbeat_at):>10}")
+                     f"{state:<7} {trial:>5} {_ago(now - w.heartbeat_at):>10}")
     if not snap["workers"]:
         lines.append("(no worker has attached yet)")
     lines.append("")
@@ -80,8 +94,12 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     if snap["finished"]:
         lines.append("finished")
     elif snap["eta_seconds"] is not None:
-        lines.append(f"ETA {_duration(snap['eta_seconds'])} with "
-                     f"{max(1, sum(w.state == 'active' for w in snap['workers']))} active worker(s)")
+        live = len(live_workers(snap["workers"], spec.lease_seconds, now))
+        if live:
+            lines.append(f"ETA {_duration(snap['eta_seconds'])} with {live} live worker(s)")
+        else:
+            lines.append(f"ETA {_duration(snap['eta_seconds'])} for one worker; no worker has a "
+                         "live heartbeat (start one with saan-hpo worker or launch)")
     return "\n".join(lines)
 
 

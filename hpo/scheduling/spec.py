@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -129,6 +130,18 @@ class StudySpec:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# A study's name becomes a folder (runs/<name>/) and part of artifact ids: one
+# plain path component, never "a/b" (nested folders) or ".." (outside runs/).
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_study_name(name: str, source: str, key: str) -> str:
+    if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+        raise ConfigError(source, key, "expected a plain name (letters, digits, '.', '_', '-'; "
+                          f"starting with a letter or digit; at most 128), got {name!r}")
+    return name
+
+
 def default_storage(name: str) -> str:
     return f"sqlite:///runs/{name}/study.db"
 
@@ -151,6 +164,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     name = study.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(source, "study.name", "expected a non-empty string")
+    check_study_name(name, source, "study.name")
     metric = study.get("metric", "srcc")
     if metric not in METRICS:
         raise ConfigError(source, "study.metric", f"expected one of {', '.join(METRICS)}, got {metric!r}")

@@ -7,12 +7,18 @@ lease: a worker killed while writing leaves the last good checkpoint in place
 (Optuna's FileSystemArtifactStore writes in place, not atomically). A directory
 store is the default; workers on several machines need one they all reach (a
 shared filesystem path, or any Optuna artifact store passed in by code).
+
+Every artifact carries its checksum (model/checkpoint_file.py): ``load``
+returns verified bytes or raises DamagedCheckpoint; a damaged file is never
+trained on. A store that refuses writes or removals (permissions, disk full,
+read-only folder) raises CheckpointWriteError naming the path, after removing
+what it half-wrote: the worker releases its trial and stops, the trial's last
+good checkpoint stays where it was.
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import re
 import uuid
 from pathlib import Path
@@ -20,38 +26,85 @@ from pathlib import Path
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.artifacts.exceptions import ArtifactNotFound
 
-log = logging.getLogger(__name__)
-
+from model import checkpoint_file
+from model.checkpoint_file import DamagedCheckpoint
 
 class CheckpointStore:
     def __init__(self, store_or_path, study_name: str):
+        self.root: Path | None = None
         if isinstance(store_or_path, (str, Path)):
-            Path(store_or_path).mkdir(parents=True, exist_ok=True)
+            self.root = Path(store_or_path)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise checkpoint_file.write_error(self.root, err) from None
             store_or_path = FileSystemArtifactStore(str(store_or_path))
         self.store = store_or_path
         self.prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+
+    def where(self, artifact_id: str) -> str:
+        """The artifact's path for messages (its id in a store that is not a folder)."""
+        return str(self.root / artifact_id) if self.root is not None else artifact_id
 
     def artifact_id(self, number: int, epoch: int) -> str:
         return f"{self.prefix}-t{number}-e{epoch}-{uuid.uuid4().hex[:8]}.ckpt"
 
     def save(self, number: int, epoch: int, payload: bytes) -> str:
         artifact_id = self.artifact_id(number, epoch)
-        self.store.write(artifact_id, io.BytesIO(payload))
+        try:
+            self.store.write(artifact_id, io.BytesIO(checkpoint_file.frame(payload)))
+        except OSError as err:
+            self._drop_partial(artifact_id)
+            raise checkpoint_file.write_error(self.where(artifact_id), err) from None
         return artifact_id
 
     def load(self, artifact_id: str) -> bytes:
-        reader = self.store.open_reader(artifact_id)
+        """The checkpoint's verified payload; ArtifactNotFound, or DamagedCheckpoint."""
         try:
-            return reader.read()
-        finally:
-            reader.close()
+            reader = self.store.open_reader(artifact_id)
+            try:
+                data = reader.read()
+            finally:
+                reader.close()
+        except ArtifactNotFound:
+            raise
+        except OSError as err:
+            raise DamagedCheckpoint(f"{self.where(artifact_id)}: unreadable checkpoint "
+                                    f"({err.strerror or err})") from None
+        return checkpoint_file.unframe(data, self.where(artifact_id))
 
     def remove(self, artifact_id: str | None) -> None:
+        """Delete a checkpoint; gone already is fine, a store that refuses is an environment fault."""
         if not artifact_id:
             return
         try:
             self.store.remove(artifact_id)
         except ArtifactNotFound:
             pass  # already removed by another worker finishing the same job
-        except OSError as err:  # never fail a study over a stale file
-            log.warning("could not remove checkpoint %s: %s", artifact_id, err)
+        except OSError as err:
+            # Raised, not logged: a worker that went on would leave this file
+            # orphaned once the folder accepts changes again.
+            raise checkpoint_file.write_error(self.where(artifact_id), err) from None
+
+    def remove_orphans(self, referenced: set[str]) -> list[str]:
+        """Delete this study's checkpoint files no trial points to; the ids removed.
+
+        For a finished study only: while it runs, a file may be written but not
+        yet recorded. Orphans come from a folder that refused removals for a
+        while (an environment fault stopped the worker between recording a new
+        checkpoint and removing the previous one). Folder stores only.
+        """
+        if self.root is None or not self.root.is_dir():
+            return []
+        pattern = re.compile(re.escape(self.prefix) + r"-t\d+-e\d+-[0-9a-f]{8}\.ckpt")
+        orphans = sorted(p.name for p in self.root.iterdir()
+                         if pattern.fullmatch(p.name) and p.name not in referenced)
+        for artifact_id in orphans:
+            self.remove(artifact_id)
+        return orphans
+
+    def _drop_partial(self, artifact_id: str) -> None:
+        try:
+            self.store.remove(artifact_id)
+        except (ArtifactNotFound, OSError):
+            pass  # nothing was created, or the folder refuses removals too

@@ -272,6 +272,13 @@ class Coordinator:
             conn.execute(db.trials.update().where(db.trials.c.study == self.study,
                                                   db.trials.c.number == number).values(**values))
 
+    def referenced_checkpoints(self) -> set[str]:
+        """Artifact ids some trial of this study still points to."""
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(t.checkpoint_id).where(
+                t.study == self.study, t.checkpoint_id.is_not(None))).scalars())
+
     def paused_rungs(self) -> list[int]:
         """Rungs with trials parked at them (the only rungs that can be decidable)."""
         t = db.trials.c

@@ -122,13 +122,30 @@ def mask_url(url: str) -> str:
         return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
+BACKENDS = ("sqlite", "postgresql")
+URL_EXAMPLES = "sqlite:///runs/NAME/study.db or postgresql+psycopg://user@host/db"
+
+
 def resolve_url(url: str) -> str:
-    """Fill a PostgreSQL password from PGPASSWORD or SAAN_HPO_PGPASSWORD_FILE when the URL has none."""
+    """Fill a PostgreSQL password from PGPASSWORD or SAAN_HPO_PGPASSWORD_FILE when the URL has none.
+
+    The URL is checked first (a backend the service runs on, its driver
+    installed), so a typo is one StorageError before anything is created.
+    """
     try:
         parsed = make_url(url)
     except Exception:
         raise StorageError(f"storage URL {mask_url(url)!r}: expected a SQLAlchemy URL such as "
-                           "sqlite:///study.db or postgresql+psycopg://user@host/db") from None
+                           f"{URL_EXAMPLES}") from None
+    backend = parsed.get_backend_name()
+    if backend not in BACKENDS:
+        raise StorageError(f"storage URL {mask_url(url)!r}: unknown scheme {parsed.drivername!r} "
+                           f"(expected {URL_EXAMPLES})")
+    try:
+        parsed.get_dialect()
+    except Exception as err:  # NoSuchModuleError, or ImportError of a driver not installed
+        raise StorageError(f"storage URL {mask_url(url)!r}: driver {parsed.drivername!r} is not "
+                           f"available ({first_line(err)})") from None
     if parsed.get_backend_name() == "postgresql" and parsed.password is None:
         password = os.environ.get("PGPASSWORD")
         secret_file = os.environ.get("SAAN_HPO_PGPASSWORD_FILE")
@@ -223,6 +240,64 @@ def first_line(err: BaseException) -> str:
 TRANSIENT_ERRORS = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
                     StorageInternalError)
 
+# Driver messages of faults that waiting does not cure: the operator must act.
+# Everything else a transient type carries (connection refused, server
+# restarting or shutting down, database locked, connection reset) may pass.
+LASTING_FAULTS = (
+    ("readonly database", "the database is read-only"),            # SQLite
+    ("read-only transaction", "the database is read-only"),        # PostgreSQL hot standby, default_transaction_read_only
+    ("read-only file system", "the database is on a read-only file system"),
+    ("unable to open database file", "the database file cannot be opened for writing"),
+    ("database or disk is full", "the disk holding the database is full"),
+    ("could not extend file", "the disk holding the database is full"),
+    ("no space left on device", "the disk holding the database is full"),
+    ("permission denied", "permission denied"),
+)
+
+
+class ReadOnlyStorage(StorageError):
+    """The database refuses writes for a reason that does not pass by waiting."""
+
+
+def lasting_fault(err: BaseException) -> str | None:
+    """Why ``err`` will not pass by retrying (e.g. "the database is read-only"), or None.
+
+    Looks through the chain of causes: Optuna wraps SQLAlchemy's error, which
+    wraps the driver's.
+    """
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(getattr(err, "orig", None) or err).lower()
+        for needle, meaning in LASTING_FAULTS:
+            if needle in text:
+                return meaning
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    return None
+
+
+def lasting_fault_error(err: BaseException) -> ReadOnlyStorage | None:
+    """The one-line StorageError for a lasting fault, or None when ``err`` may pass."""
+    meaning = lasting_fault(err)
+    if meaning is None:
+        return None
+    cause = err
+    while getattr(cause, "orig", None) is None and cause.__cause__ is not None:
+        cause = cause.__cause__  # Optuna's wrapper says nothing useful; the driver does
+    return ReadOnlyStorage(f"storage: {meaning} ({first_line(cause)}); fix it and run again")
+
+
+@contextmanager
+def naming(url: str) -> Iterator[None]:
+    """Storage errors raised inside name the (masked) URL; retrying() does not know it."""
+    try:
+        yield
+    except StorageError as err:
+        text = str(err)
+        if text.startswith("storage: "):
+            raise type(err)(f"storage {mask_url(url)}: {text[len('storage: '):]}") from None
+        raise
+
 
 def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: float = 10.0,
              deadline: float = 600.0, log=None, **kwargs):
@@ -230,13 +305,20 @@ def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: fl
 
     A worker whose database restarts or briefly disappears waits and carries on
     instead of losing its trial; after ``deadline`` seconds the error stands.
+    A lasting fault (read-only, disk full, permission: see LASTING_FAULTS) is
+    raised at once as one StorageError (wrap the caller in ``naming(url)`` to name the storage).
     """
     wait, start = first_wait, time.monotonic()
     tries = 0
     while True:
         try:
             return fn(*args, **kwargs)
-        except TRANSIENT_ERRORS as err:
+        except (*TRANSIENT_ERRORS, sa.exc.DBAPIError) as err:
+            lasting = lasting_fault_error(err)
+            if lasting is not None:
+                raise lasting from None  # a read-only database stays read-only: say so, do not wait
+            if not isinstance(err, TRANSIENT_ERRORS):
+                raise
             tries += 1
             if time.monotonic() - start > deadline or (attempts and tries >= attempts):
                 raise

@@ -15,16 +15,21 @@ import sqlalchemy as sa
 
 from hpo.service import db, optuna_link
 from hpo.service.coordination import Coordinator
+from hpo.service.preflight import check_storage, sqlite_folder_to_create
 from hpo.scheduling.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
 
-def connect(storage_url: str) -> sa.engine.Engine:
-    """Engine with the service tables in place; an unreachable URL is one clear error."""
-    path = db.sqlite_path(db.resolve_url(storage_url))
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def connect(storage_url: str, study_name: str) -> sa.engine.Engine:
+    """Engine with the service tables in place; an unreachable URL is one clear error.
+
+    A SQLite folder is created only for the default layout (runs/<study>/).
+    """
+    check_storage(study_name, storage_url)
+    folder = sqlite_folder_to_create(storage_url, study_name)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     engine = db.create_service_engine(storage_url)
     try:
         for attempt in range(5):
@@ -38,14 +43,16 @@ def connect(storage_url: str) -> sa.engine.Engine:
                     raise
                 time.sleep(0.2 * (attempt + 1))
     except sa.exc.SQLAlchemyError as err:
+        lasting = db.lasting_fault(err)
+        reason = f"{lasting}: " if lasting else ""
         raise db.StorageError(f"storage {db.mask_url(storage_url)}: cannot open the database "
-                              f"({db.first_line(err)})") from None
+                              f"({reason}{db.first_line(err)})") from None
     return engine
 
 
 def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.0) -> bool:
     """Make sure the study exists with this spec. True when this call created it."""
-    engine = connect(storage_url)
+    engine = connect(storage_url, spec.name)
     coord = Coordinator(engine, spec)
     stored = coord.stored_study()
     if stored is not None:

@@ -57,7 +57,12 @@ class SaanRun:
     def load_bytes(self, payload: bytes) -> None:
         import torch  # see __init__
 
-        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        from model.checkpoint_file import DamagedCheckpoint
+
+        try:
+            state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
+        except Exception as err:  # torch raises many types for bytes it cannot read
+            raise DamagedCheckpoint(f"not a readable checkpoint ({type(err).__name__})") from None
         self.trainer.load_state_dict(state)
 
 
@@ -89,7 +94,12 @@ class ReplayRun:
         return json.dumps({"epoch": self.epoch, "params": self.params}).encode()
 
     def load_bytes(self, payload: bytes) -> None:
-        self.epoch = int(json.loads(payload)["epoch"])
+        from model.checkpoint_file import DamagedCheckpoint
+
+        try:
+            self.epoch = int(json.loads(payload)["epoch"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise DamagedCheckpoint(f"not a replay checkpoint ({type(err).__name__})") from None
 
 
 def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurves | None = None,

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
+from model.checkpoint_file import DamagedCheckpoint
 from model.errors import SaanError
 from hpo.scheduling.policy import PAUSE, PRUNE
 from hpo.scheduling.spec import StudySpec
@@ -113,6 +114,7 @@ class Worker:
         db.retrying(self.finalize, log=log)
         if db.retrying(self.coordinator.open_count, log=log) == 0:
             log.info("study %r is finished", self.spec.name)
+            self._remove_orphans()
             return FINISHED
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
@@ -121,6 +123,14 @@ class Worker:
             return IDLE
         self.train(claim)
         return TRAINED
+
+    def _remove_orphans(self) -> None:
+        """Checkpoint files of the finished study that no trial points to (left by a store fault)."""
+        referenced = db.retrying(self.coordinator.referenced_checkpoints, log=log)
+        removed = self.checkpoints.remove_orphans(referenced)
+        if removed:
+            log.info("removed %d orphaned checkpoint(s) of study %r, e.g. %s", len(removed),
+                     self.spec.name, removed[0])
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
@@ -226,11 +236,13 @@ class Stint:
         if claim.checkpoint_id:
             try:
                 run.load_bytes(worker.checkpoints.load(claim.checkpoint_id))
-            except ArtifactNotFound:
-                # Lost checkpoint (deleted by hand, store not shared): retrain
-                # from scratch; Optuna ignores re-reports of epochs it has.
-                log.error("trial %d: checkpoint %s not found in %s; retraining from epoch 0",
-                          claim.number, claim.checkpoint_id, worker.spec.artifacts)
+            except (ArtifactNotFound, DamagedCheckpoint) as err:
+                # Lost or damaged checkpoint (deleted or truncated by hand, store
+                # not shared, disk error): never train on it; retrain from
+                # scratch. Optuna ignores re-reports of epochs it has.
+                what = (f"checkpoint {worker.checkpoints.where(claim.checkpoint_id)} not found"
+                        if isinstance(err, ArtifactNotFound) else str(err))
+                log.error("trial %d: %s; retraining from epoch 0", claim.number, what)
                 run = worker.make_run(claim.params)
                 claim = dataclasses.replace(claim, epochs_done=0)
         if run.epoch != claim.epochs_done:

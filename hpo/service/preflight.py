@@ -1,0 +1,113 @@
+"""Checks before a study is created or a trial is claimed: a failed one leaves nothing behind.
+
+``launch`` and ``worker`` call :func:`check_before_creating` after the study
+file is parsed (which already refused a study name that is not a safe single
+path component) and before they open the database: the storage URL (a backend
+the service runs on, its driver installed, a SQLite file whose folder exists)
+that a study already stored under this name has this spec, and the data
+every configuration of the grid trains on. Bad input found later,
+after the study was created and a trial claimed, would leave a study, a lease
+and files behind for nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from hpo.service import db
+from hpo.scheduling.spec import StudySpec, default_storage
+
+
+def check_before_creating(spec: StudySpec, storage_url: str, replay: bool) -> None:
+    """Raise the one-line SaanError of the first problem; nothing is created (see module doc)."""
+    check_storage(spec.name, storage_url)
+    check_stored_spec(spec, storage_url)
+    if not replay:  # replayed curves train nothing: no data to check
+        check_data(spec)
+
+
+def check_storage(study_name: str, storage_url: str) -> None:
+    """URL, backend, driver; for SQLite a file whose folder exists or will be the default one."""
+    path = db.sqlite_path(db.resolve_url(storage_url))
+    if path is None:
+        check_reachable(storage_url)
+        return
+    if path.is_dir():
+        raise db.StorageError(f"storage {db.mask_url(storage_url)}: {path} is a folder, "
+                              "expected a database file")
+    if not path.parent.is_dir() and sqlite_folder_to_create(storage_url, study_name) is None:
+        raise db.StorageError(f"storage {db.mask_url(storage_url)}: folder {path.parent} does not "
+                              "exist (create it first: only the default runs/<study>/ folder is "
+                              "made for you)")
+
+
+def sqlite_folder_to_create(storage_url: str, study_name: str) -> Path | None:
+    """The folder of the default SQLite layout (runs/<study>/) when it is missing, else None.
+
+    Any other missing folder is a typo far more often than a wish: a study
+    created there would be lost from sight, so it is never created.
+    """
+    path = db.sqlite_path(db.resolve_url(storage_url))
+    if path is None or path.parent.is_dir():
+        return None
+    default = db.sqlite_path(default_storage(study_name))
+    if path.absolute() == default.absolute():
+        return path.parent
+    return None
+
+
+def check_data(spec: StudySpec) -> None:
+    """The data of every distinct [data] section the grid trains on (model.data.check_dataset)."""
+    from model.data import check_dataset  # imports torch: only commands that train get here
+
+    seen = set()
+    for params in spec.grid_points():
+        data = spec.run_config(params).data
+        key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            check_dataset(data)
+
+
+def check_reachable(storage_url: str) -> None:
+    """A database server answers (connecting creates nothing; SQLite files are not opened here)."""
+    import sqlalchemy as sa
+
+    engine = db.create_service_engine(storage_url)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as err:
+        raise db.StorageError(f"storage {db.mask_url(storage_url)}: cannot open the database "
+                              f"({db.first_line(err)})") from None
+    finally:
+        engine.dispose()
+
+
+def check_stored_spec(spec: StudySpec, storage_url: str) -> None:
+    """A stored study of this name must have this spec: read only, a new database stays uncreated.
+
+    Errors reaching the database are left to open_or_create, which reports them.
+    """
+    import sqlalchemy as sa
+
+    from hpo.service.coordination import Coordinator
+
+    path = db.sqlite_path(db.resolve_url(storage_url))
+    if path is not None and not path.is_file():
+        return
+    engine = db.create_service_engine(storage_url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(db.studies.name):
+                return
+        coord = Coordinator(engine, spec)
+        stored = coord.stored_study()
+    except sa.exc.SQLAlchemyError:
+        return
+    finally:
+        engine.dispose()
+    if stored is not None:
+        coord.check_spec(stored)
