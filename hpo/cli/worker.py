@@ -1,4 +1,9 @@
-"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker."""
+"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker.
+
+Without a study file, ``saan-hpo worker --storage URL [--study NAME ...]`` serves
+every unfinished study in the storage (or the named ones), with this machine's
+paths from its options or environment (hpo/service/machine.py).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,45 @@ import argparse
 import dataclasses
 import os
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              replay_curves, resolve_spec)
+from hpo.cli.options import (STORAGE_ENV, add_data_option, add_replay, add_study_file,
+                              apply_data_option, replay_curves, resolve_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_file(parser)
+    add_study_file(parser, optional=True)
     parser.add_argument("--device", default=None,
-                        help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+                        help="cpu, cuda or cuda:K (default: the trainer config's, auto; "
+                             "without a study file $SAAN_HPO_DEVICE, else auto)")
     add_data_option(parser)
+    add_fleet_options(parser)
     add_replay(parser)
 
 
+def add_fleet_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "serving a storage (no study file): this machine's paths, never the stored ones")
+    group.add_argument("--study", action="append", metavar="NAME", dest="studies",
+                       help="serve only this study (repeatable; default: every unfinished one)")
+    group.add_argument("--data-root", metavar="DIR",
+                       help="BAID folder on this machine (default $SAAN_HPO_DATA_ROOT)")
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help="decoded-image cache (default $SAAN_HPO_CACHE_DIR, else DATA_ROOT/.saan-cache)")
+    group.add_argument("--weights-dir", metavar="DIR",
+                       help="ImageNet weight files (default $SAAN_HPO_WEIGHTS_DIR, else $TORCH_HOME)")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.study_file is None:
+        return run_fleet(args)
+    from model.errors import SaanError
     from hpo.service.trial_runs import run_factory
     from hpo.service.study import open_or_create
     from hpo.service.worker import Worker
 
+    for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
+                        ("--cache-dir", args.cache_dir), ("--weights-dir", args.weights_dir)):
+        if value:
+            raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
@@ -34,6 +61,50 @@ def run(args: argparse.Namespace) -> int:
                     artifacts=artifacts, device=device, claim_seed=args.claim_seed,
                     max_trials=_max_trials())
     return worker.run()
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """No study file: serve the storage's studies."""
+    from model.errors import SaanError
+    from hpo.service.fleet_worker import FleetWorker
+    from hpo.service.machine import MachinePaths
+    from hpo.service.trial_runs import run_factory
+
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    if not storage:
+        raise SaanError("worker: expected STUDY.toml, or --storage URL (or $SAAN_HPO_STORAGE) "
+                        "to serve the studies stored there")
+    if args.data != "study" or args.epochs is not None:
+        raise SaanError("worker: --data/--epochs: only with a study file (launch creates the "
+                        "synthetic study; workers then serve it by name)")
+    machine = MachinePaths.from_options({
+        "data_root": args.data_root, "cache_dir": args.cache_dir, "weights_dir": args.weights_dir,
+        "artifacts": args.artifacts, "device": args.device})
+    _open_existing(storage)
+    replay = args.replay_curves
+
+    def make_factory(spec):
+        curves = None
+        if replay:
+            from hpo.service.learning_curves import LearningCurves
+
+            curves = LearningCurves.load(replay, spec)
+        return run_factory(spec, device=spec.run.trainer.device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+
+    if replay:  # a replaying worker trains nothing, so needs no data root
+        machine = dataclasses.replace(machine, trains=False)
+    worker = FleetWorker(storage, machine, make_factory, names=args.studies,
+                         claim_seed=args.claim_seed, max_trials=_max_trials())
+    return worker.run()
+
+
+def _open_existing(storage: str) -> None:
+    """A typo in the URL is one clear error, and creates no empty database."""
+    from hpo.service import db
+
+    with db.reading(storage):
+        pass
 
 
 def _max_trials() -> int | None:
