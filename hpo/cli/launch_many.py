@@ -8,8 +8,9 @@ narrow rung takes another study's waiting trial. ``--workers 0`` stops after
 creating or resuming: a fleet started elsewhere (SLURM, Kubernetes) attaches.
 
 The local workers use this machine's paths from the study files (they run
-where the files are); with ``--artifacts DIR`` each study's checkpoints go to
-``DIR/<study>``, the layout a fleet worker given ``--artifacts DIR`` expects.
+where the files are); ``--artifacts DIR`` is one checkpoint store for every
+study (ids start with the study's name), as a fleet worker given
+``--artifacts DIR`` uses it.
 """
 
 from __future__ import annotations
@@ -61,10 +62,8 @@ def _specs(args: argparse.Namespace) -> tuple[list[StudySpec], str]:
     for path in [args.study_file, *args.more_study_files]:
         spec = load_spec(path)
         spec_storage = storage or spec.storage
-        artifacts = str(Path(args.artifacts) / spec.name) if args.artifacts else spec.artifacts
-        spec, spec_storage, artifacts = apply_data_option(args, spec, spec_storage, artifacts)
-        if args.artifacts:
-            artifacts = str(Path(args.artifacts) / spec.name)
+        spec, spec_storage, artifacts = apply_data_option(args, spec, spec_storage,
+                                                          args.artifacts or spec.artifacts)
         specs.append(dataclasses.replace(spec, storage=spec_storage, artifacts=artifacts))
     storages = sorted({spec.storage for spec in specs})
     if len(storages) > 1:

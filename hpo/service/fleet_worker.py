@@ -31,14 +31,14 @@ from hpo.scheduling.fleet import claim_order
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 from hpo.service.machine import MachinePaths, MissingDataRoot
-from hpo.service.stored_studies import ready_rows, spec_from_row, study_loads, unfinished_names
+from hpo.service.stored_studies import (ANY_STUDY, ready_rows, spec_from_row, study_loads,
+                                        unfinished_names)
 from hpo.service.trial_runs import TrialRun
 from hpo.service.worker import Worker
 
 log = logging.getLogger(__name__)
 
 RunFactory = Callable[[Mapping[str, Any]], TrialRun]
-ANY_STUDY = "*"  # the workers table's study of a fleet worker before its first claim
 
 
 class UnknownStudy(db.SaanError):

@@ -15,8 +15,11 @@ option                      environment                default
 ``--device DEV``            ``SAAN_HPO_DEVICE``        ``auto``
 ==========================  =========================  ==========================================
 
-``--artifacts DIR`` is the root of one folder per study (``DIR/<study>``), the
-layout ``saan-hpo launch A.toml B.toml --artifacts DIR`` creates. Synthetic
+``--artifacts DIR`` is the fleet's shared checkpoint store, one directory for
+every study (checkpoint ids start with the study's name), as ``saan-hpo launch
+... --artifacts DIR`` uses it. Without it a worker uses the study's stored
+store path, which suits workers that share the launcher's filesystem layout
+(one host, or the same mount and working directory everywhere). Synthetic
 studies (``data.synthetic = true``) generate their data under
 ``runs/<study>/data`` in the worker's working directory and need no data root.
 """
@@ -79,5 +82,5 @@ class MachinePaths:
         run = spec.run.replace(**{f"data.{k}": v for k, v in data.items()},
                                **{"model.weights_dir": self.weights_dir,
                                   "trainer.device": self.device or "auto"})
-        artifacts = str(Path(self.artifacts) / spec.name) if self.artifacts else spec.artifacts
+        artifacts = self.artifacts or spec.artifacts
         return dataclasses.replace(spec, run=run, artifacts=artifacts)

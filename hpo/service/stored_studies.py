@@ -22,6 +22,7 @@ from hpo.scheduling.spec import StudySpec, spec_from_mapping
 from hpo.service import db
 
 FINAL_STATES = ("pruned", "complete", "failed")
+ANY_STUDY = "*"  # the workers table's study of a fleet worker before its first claim
 
 
 def spec_from_row(row: Any, storage_url: str) -> StudySpec:
