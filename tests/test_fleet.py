@@ -220,3 +220,20 @@ def test_a_study_started_before_the_new_columns_resumes_under_a_fleet_worker(tmp
     check_studies(storage, {"blog": 80})
     row = study_rows_by_name(storage)["blog"]
     assert row.priority is None and row.settings_json is None  # read as the defaults
+
+
+def test_long_trials_are_trained_in_stints_and_end_where_they_would_in_one(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'fleet.db'}"
+    plain = three_studies(tmp_path)[2]  # 4 points, kind none, 6 epochs each
+    curves = write_curves(tmp_path / "curves.csv", TABLE)
+    assert cli("launch", str(plain), "--storage", storage, "--workers", "0").returncode == 0
+    served = cli("worker", "--storage", storage, "--replay-curves", str(curves),
+                 "--stint-epochs", "2", cwd=tmp_path)
+    assert served.returncode == 0, served.stderr[-2000:]
+    trials = study_rows(storage, db.trials, "plain")
+    assert {r.number: r.claims for r in trials} == {n: 3 for n in range(4)}  # 6 epochs / 2
+    assert {r.number: r.last_value for r in trials} == {
+        n: TABLE[row][5] for n, row in enumerate((8, 9, 12, 13))}
+    assert {r.state for r in trials} == {"complete"}
+    pairs = kept_pairs(storage, "plain")
+    assert sorted(pairs) == [(n, e) for n in range(4) for e in range(1, 7)]

@@ -36,6 +36,9 @@ def add_fleet_options(parser: argparse.ArgumentParser) -> None:
                        help="decoded-image cache (default $SAAN_HPO_CACHE_DIR, else DATA_ROOT/.saan-cache)")
     group.add_argument("--weights-dir", metavar="DIR",
                        help="ImageNet weight files (default $SAAN_HPO_WEIGHTS_DIR, else $TORCH_HOME)")
+    group.add_argument("--stint-epochs", type=int, default=None, metavar="N",
+                       help="give a trial of a study without rungs back after N epochs, so long "
+                            "trials share the pool (default 11; 0: train each to its end)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from hpo.service.worker import Worker
 
     for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
-                        ("--cache-dir", args.cache_dir), ("--weights-dir", args.weights_dir)):
-        if value:
+                        ("--cache-dir", args.cache_dir), ("--weights-dir", args.weights_dir),
+                        ("--stint-epochs", args.stint_epochs)):
+        if value is not None:
             raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def run_fleet(args: argparse.Namespace) -> int:
     """No study file: serve the storage's studies."""
     from model.errors import SaanError
-    from hpo.service.fleet_worker import FleetWorker
+    from hpo.service.fleet_worker import DEFAULT_STINT_EPOCHS, FleetWorker
     from hpo.service.machine import MachinePaths
     from hpo.service.trial_runs import run_factory
 
@@ -82,6 +86,9 @@ def run_fleet(args: argparse.Namespace) -> int:
         "artifacts": args.artifacts, "device": args.device})
     _open_existing(storage)
     replay = args.replay_curves
+    stint = DEFAULT_STINT_EPOCHS if args.stint_epochs is None else args.stint_epochs
+    if stint < 0:
+        raise SaanError(f"worker: --stint-epochs: expected an integer >= 0, got {stint}")
 
     def make_factory(spec):
         curves = None
@@ -95,7 +102,8 @@ def run_fleet(args: argparse.Namespace) -> int:
     if replay:  # a replaying worker trains nothing, so needs no data root
         machine = dataclasses.replace(machine, trains=False)
     worker = FleetWorker(storage, machine, make_factory, names=args.studies,
-                         claim_seed=args.claim_seed, max_trials=_max_trials())
+                         claim_seed=args.claim_seed, max_trials=_max_trials(),
+                         stint_epochs=stint or None)
     return worker.run()
 
 

@@ -38,6 +38,13 @@ from hpo.service.worker import Worker
 
 log = logging.getLogger(__name__)
 
+# Trials of kinds without rungs (none, asha, hyperband) are trained in stints of
+# at most this many epochs (Worker._stint_end): a quarter of the published
+# 44-epoch studies. Giving a trial back costs one checkpoint load, seconds
+# against epochs of minutes; without it 15 trials of 44 epochs on 8 GPUs leave
+# most of them idle while the last few finish (bench/scaling.py --fleet).
+DEFAULT_STINT_EPOCHS = 11
+
 RunFactory = Callable[[Mapping[str, Any]], TrialRun]
 
 
@@ -49,7 +56,7 @@ class FleetWorker:
     def __init__(self, storage_url: str, machine: MachinePaths,
                  make_factory: Callable[[StudySpec], RunFactory], names: list[str] | None = None,
                  poll_seconds: float = 0.2, claim_seed: int | None = None,
-                 max_trials: int | None = None):
+                 max_trials: int | None = None, stint_epochs: int | None = DEFAULT_STINT_EPOCHS):
         self.storage_url = storage_url
         self.machine = machine
         self.make_factory = make_factory
@@ -57,6 +64,7 @@ class FleetWorker:
         self.poll_seconds = poll_seconds
         self.claim_seed = claim_seed
         self.max_trials = max_trials
+        self.stint_epochs = stint_epochs
         self.engine = db.create_service_engine(storage_url)
         self.studies: dict[str, Worker] = {}  # per served study, built on first sight
         self.skipped: set[str] = set()  # studies this machine cannot train
@@ -107,6 +115,7 @@ class FleetWorker:
         # One worker in the storage's eyes: same id, same stop flag for every study.
         worker.worker_id = self.worker_id
         worker.stop_requested = self.stop_requested
+        worker.stint_epochs = self.stint_epochs
         log.info("serving study %r (%s, %d configurations, priority %d)", spec.name,
                  spec.scheduler.kind, len(spec.grid_points()), spec.priority)
         return worker

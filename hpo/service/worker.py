@@ -48,6 +48,7 @@ class Worker:
         self.device = device
         self.poll_seconds = poll_seconds
         self.max_trials = max_trials  # for tests: stop after this many claims
+        self.stint_epochs: int | None = None  # see _stint_end
         self.engine = db.create_service_engine(storage_url)
         self.coord = Coordinator(self.engine, spec)
         self.checkpoints = CheckpointStore(artifacts or spec.artifacts, spec.name)
@@ -165,8 +166,9 @@ class Worker:
             return not self.stop_requested.is_set()
 
         try:
-            if run.epoch < claim.target_epoch:
-                run.fit(claim.target_epoch, on_epoch_end=on_epoch_end)
+            until = self._stint_end(claim)
+            if run.epoch < until:
+                run.fit(until, on_epoch_end=on_epoch_end)
         except LeaseLost:
             log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
             self.current = None
@@ -186,7 +188,7 @@ class Worker:
     def _settle(self, claim: Claim, epoch: int, pruned: bool) -> None:
         if pruned:
             db.retrying(self.coord.settle, self.worker_id, claim.number, "pruned", log=log)
-        elif epoch < claim.target_epoch:  # stopped by a signal
+        elif epoch < claim.target_epoch:  # stopped by a signal, or the end of a stint
             db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
         elif self.spec.scheduler.kind == "sync-halving":
             db.retrying(self.coord.settle, self.worker_id, claim.number, "paused", log=log)
@@ -197,6 +199,20 @@ class Worker:
         else:
             db.retrying(self.coord.settle, self.worker_id, claim.number, "complete", log=log)
         db.retrying(self.finalize, log=log)
+
+    def _stint_end(self, claim: Claim) -> int:
+        """Where this stint stops: the claim's target, or sooner for kinds without rungs.
+
+        With ``stint_epochs`` set (workers serving several studies), a trial
+        that would hold a worker for its whole budget is given back after that
+        many epochs and claimed again, from its checkpoint, by whichever worker
+        the claim rule sends there: long trials then share a pool instead of
+        leaving the last of them to run alone. Resuming is exact, so results
+        do not change; synchronous halving's stints already end at its rungs.
+        """
+        if not self.stint_epochs or self.spec.scheduler.kind == "sync-halving":
+            return claim.target_epoch
+        return min(claim.target_epoch, claim.epochs_done + self.stint_epochs)
 
     def _decide_ready_rungs(self) -> None:
         """An idle worker decides any rung whose cohort is complete (e.g. after a failure)."""
