@@ -16,7 +16,6 @@ study (ids start with the study's name), as a fleet worker given
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from model.errors import SaanError
-from hpo.cli.options import STORAGE_ENV, apply_data_option, replay_curves
+from hpo.cli.options import apply_data_option, replay_curves
 from hpo.scheduling.spec import StudySpec, load_spec
 
 
@@ -52,19 +51,15 @@ def launch_many(args: argparse.Namespace) -> int:
 
         for spec in specs:
             print(f"== {spec.name}")
-            _print_outcome(spec, storage, time.monotonic() - started)
+            _print_outcome(spec, time.monotonic() - started)
     return code
 
 
 def _specs(args: argparse.Namespace) -> tuple[list[StudySpec], str]:
-    storage = args.storage or os.environ.get(STORAGE_ENV)
     specs = []
     for path in [args.study_file, *args.more_study_files]:
-        spec = load_spec(path)
-        spec_storage = storage or spec.storage
-        spec, spec_storage, artifacts = apply_data_option(args, spec, spec_storage,
-                                                          args.artifacts or spec.artifacts)
-        specs.append(dataclasses.replace(spec, storage=spec_storage, artifacts=artifacts))
+        # storage: --storage, else $SAAN_HPO_STORAGE, else the file's (checked equal below)
+        specs.append(apply_data_option(args, load_spec(path)))
     storages = sorted({spec.storage for spec in specs})
     if len(storages) > 1:
         raise SaanError(f"launch: one pool serves one storage, but the files name "
@@ -105,8 +100,6 @@ def _run_pool(args, names, storage, machine_argv, specs) -> int:
     if args.replay_curves:
         base += ["--replay-curves", args.replay_curves,
                  "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
-    if args.claim_seed is not None:
-        base += ["--claim-seed", str(args.claim_seed)]
     children = []
     for i, device in enumerate(devices):
         log_path = log_dir / f"worker-{i}.log"

@@ -12,7 +12,7 @@ import dataclasses
 import os
 
 from hpo.cli.options import (STORAGE_ENV, add_data_option, add_replay, add_study_file,
-                              apply_data_option, replay_curves, resolve_spec)
+                              replay_curves, study_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +44,10 @@ def add_fleet_options(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.study_file is None:
         return run_fleet(args)
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from model.errors import SaanError
-    from hpo.service.trial_runs import run_factory
     from hpo.service.study import open_or_create
+    from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
@@ -54,17 +55,13 @@ def run(args: argparse.Namespace) -> int:
                         ("--stint-epochs", args.stint_epochs)):
         if value is not None:
             raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)
     curves = replay_curves(args, spec)
-    open_or_create(spec, storage)
+    open_or_create(spec, spec.storage)
     device = args.device or spec.run.trainer.device
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials())
-    return worker.run()
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, spec.storage, make_run, device=device).run()
 
 
 def run_fleet(args: argparse.Namespace) -> int:
@@ -81,14 +78,16 @@ def run_fleet(args: argparse.Namespace) -> int:
     if args.data != "study" or args.epochs is not None:
         raise SaanError("worker: --data/--epochs: only with a study file (launch creates the "
                         "synthetic study; workers then serve it by name)")
-    machine = MachinePaths.from_options({
-        "data_root": args.data_root, "cache_dir": args.cache_dir, "weights_dir": args.weights_dir,
-        "artifacts": args.artifacts, "device": args.device})
-    _open_existing(storage)
-    replay = args.replay_curves
     stint = DEFAULT_STINT_EPOCHS if args.stint_epochs is None else args.stint_epochs
     if stint < 0:
         raise SaanError(f"worker: --stint-epochs: expected an integer >= 0, got {stint}")
+    machine = MachinePaths.from_options({
+        "data_root": args.data_root, "cache_dir": args.cache_dir, "weights_dir": args.weights_dir,
+        "artifacts": args.artifacts, "device": args.device})
+    replay = args.replay_curves
+    if replay:  # a replaying worker trains nothing, so needs no data root
+        machine = dataclasses.replace(machine, trains=False)
+    _open_existing(storage)
 
     def make_factory(spec):
         curves = None
@@ -99,12 +98,8 @@ def run_fleet(args: argparse.Namespace) -> int:
         return run_factory(spec, device=spec.run.trainer.device, curves=curves,
                            epoch_seconds=args.replay_epoch_seconds)
 
-    if replay:  # a replaying worker trains nothing, so needs no data root
-        machine = dataclasses.replace(machine, trains=False)
-    worker = FleetWorker(storage, machine, make_factory, names=args.studies,
-                         claim_seed=args.claim_seed, max_trials=_max_trials(),
-                         stint_epochs=stint or None)
-    return worker.run()
+    return FleetWorker(storage, machine, make_factory, names=args.studies,
+                       stint_epochs=stint or None).run()
 
 
 def _open_existing(storage: str) -> None:
@@ -113,9 +108,3 @@ def _open_existing(storage: str) -> None:
 
     with db.reading(storage):
         pass
-
-
-def _max_trials() -> int | None:
-    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
-    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
-    return int(value) if value else None

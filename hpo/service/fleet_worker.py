@@ -55,15 +55,12 @@ class UnknownStudy(db.SaanError):
 class FleetWorker:
     def __init__(self, storage_url: str, machine: MachinePaths,
                  make_factory: Callable[[StudySpec], RunFactory], names: list[str] | None = None,
-                 poll_seconds: float = 0.2, claim_seed: int | None = None,
-                 max_trials: int | None = None, stint_epochs: int | None = DEFAULT_STINT_EPOCHS):
+                 poll_seconds: float = 0.2, stint_epochs: int | None = DEFAULT_STINT_EPOCHS):
         self.storage_url = storage_url
         self.machine = machine
         self.make_factory = make_factory
         self.names = list(dict.fromkeys(names)) if names else None
         self.poll_seconds = poll_seconds
-        self.claim_seed = claim_seed
-        self.max_trials = max_trials
         self.stint_epochs = stint_epochs
         self.engine = db.create_service_engine(storage_url)
         self.studies: dict[str, Worker] = {}  # per served study, built on first sight
@@ -109,9 +106,9 @@ class FleetWorker:
         return [name for name in open_names if name in self.studies]
 
     def _study_worker(self, spec: StudySpec) -> Worker:
-        worker = Worker(spec, self.storage_url, self.make_factory(spec), artifacts=spec.artifacts,
-                        device=spec.run.trainer.device, poll_seconds=self.poll_seconds,
-                        claim_seed=self.claim_seed)
+        worker = Worker.attach(spec, self.storage_url, self.make_factory(spec),
+                               artifacts=spec.artifacts, device=spec.run.trainer.device,
+                               poll_seconds=self.poll_seconds)
         # One worker in the storage's eyes: same id, same stop flag for every study.
         worker.worker_id = self.worker_id
         worker.stop_requested = self.stop_requested
@@ -130,7 +127,6 @@ class FleetWorker:
         restore = self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
-        claims = 0
         try:
             while not self.stop_requested.is_set():
                 open_names = db.retrying(self.discover, log=log)
@@ -139,11 +135,8 @@ class FleetWorker:
                 if not open_names:
                     log.info("every study served is finished")
                     break
-                if self.max_trials is not None and claims >= self.max_trials:
-                    break
                 held = db.retrying(self._claim, open_names, log=log)
                 if held is not None:
-                    claims += 1
                     self._train(*held)
                     continue
                 for name in open_names:
@@ -156,7 +149,7 @@ class FleetWorker:
             restore()
             db.retrying(self._exited, log=log, deadline=30)
             for worker in self.studies.values():
-                worker.engine.dispose()
+                worker.close()
             self.engine.dispose()
         return 0
 
@@ -167,7 +160,7 @@ class FleetWorker:
             loads = study_loads(conn, specs)
         for name in claim_order(loads):
             worker = self.studies[name]
-            claim = worker.coord.claim(self.worker_id, worker.order_key)
+            claim = worker.coordinator.claim(self.worker_id, worker.claim_order)
             if claim is not None:
                 return worker, claim
             # None: another worker was quicker; try the next study
@@ -217,7 +210,7 @@ class FleetWorker:
             try:
                 if active is None:
                     self._beat()
-                elif not active.coord.renew(self.worker_id, active.current):
+                elif not active.coordinator.renew(self.worker_id, active.current):
                     active.lease_lost.set()
             except db.TRANSIENT_ERRORS as err:
                 log.warning("heartbeat failed (%s); will retry", type(err).__name__)
