@@ -101,9 +101,12 @@ def holder_mid_stint(storage: str, deadline: float):
     engine = db.create_service_engine(storage)
     try:
         while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                rows = conn.execute(sa.select(db.trials).where(db.trials.c.state == "running",
-                                                               db.trials.c.rung >= 2)).all()
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.select(db.trials).where(
+                        db.trials.c.state == "running", db.trials.c.rung >= 2)).all()
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
+                rows = []
             for row in rows:
                 if row.epochs_done > ([0] + blog_boundaries())[row.rung]:
                     return row
