@@ -6,7 +6,6 @@ what each study decides, not training.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
