@@ -45,13 +45,14 @@ def write_curves(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def run_pool(tmp: Path, names: list[str], workers: int, curves: Path, seconds: float) -> dict:
+def run_pool(tmp: Path, names: list[str], workers: int, curves: Path, seconds: float,
+             tag: str = "pool") -> dict:
     label = "-".join(names)
-    storage = f"sqlite:///{tmp / f'{label}-{workers}.db'}"
+    storage = f"sqlite:///{tmp / f'{tag}-{label}-{workers}.db'}"  # never resume another run
     files = [str(ROOT / "studies" / f"{name}.toml") for name in names]
     started = time.monotonic()
     subprocess.run([sys.executable, "-m", "hpo.cli", "launch", *files, "--storage", storage,
-                    "--artifacts", str(tmp / f"artifacts-{workers}-{len(names)}"),
+                    "--artifacts", str(tmp / f"artifacts-{tag}-{label}-{workers}"),
                     "--workers", str(workers), "--replay-curves", str(curves),
                     "--replay-epoch-seconds", str(seconds)],
                    check=True, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,7 +91,7 @@ def run_fleet_benchmark(worker_counts: list[int], seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         curves = write_curves(tmp / "curves.csv")
-        alone = {name: run_pool(tmp, [name], 1, curves, 0.0) for name in STUDIES}
+        alone = {name: run_pool(tmp, [name], 1, curves, 0.0, tag="alone") for name in STUDIES}
         busy_at = {}
         for names in (["blog-grid"], STUDIES):
             label = " + ".join(names)
