@@ -210,8 +210,10 @@ class FleetWorker:
             try:
                 if active is None:
                     self._beat()
-                elif not active.coordinator.renew(self.worker_id, active.current):
-                    active.lease_lost.set()
+                else:
+                    held = active.held  # one stint's lease: a late answer about another is ignored
+                    if not active.coordinator.renew(self.worker_id, held and held.number) and held:
+                        held.lost.set()
             except db.TRANSIENT_ERRORS as err:
                 log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
