@@ -9,6 +9,15 @@ makespan is measured from the first epoch's start to the last epoch's end
 and the worst ratio last.
 
     python bench/scaling.py [--epoch-seconds 0.25] [--workers 1 2 4 8]
+
+``--fleet``: the published studies on one pool (studies/blog-grid.toml alone, then
+blog-grid + variants + ablation together, 740 epochs), replayed with simulated
+epoch times. Per worker count it prints makespan / ideal (ideal: every epoch
+packed perfectly, epochs x seconds / workers) and the share of worker time
+busy (the workers' epoch time over workers x makespan), and checks that each
+study's rung decisions and results equal those of the study run alone.
+
+    python bench/scaling.py --fleet [--epoch-seconds 0.05] [--workers 1 2 4 8]
 """
 
 from __future__ import annotations
@@ -40,9 +49,18 @@ def ideal_makespan(n_trials: int, eta: int, boundaries: list[int], workers: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epoch-seconds", type=float, default=0.25)
+    parser.add_argument("--epoch-seconds", type=float, default=None,
+                        help="simulated seconds per epoch (default 0.25; --fleet 0.05)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--fleet", action="store_true",
+                        help="blog-grid alone and blog-grid + variants + ablation on one pool")
     args = parser.parse_args()
+    if args.fleet:
+        from bench.fleet import run_fleet_benchmark
+
+        run_fleet_benchmark(args.workers, 0.05 if args.epoch_seconds is None else args.epoch_seconds)
+        return
+    args.epoch_seconds = 0.25 if args.epoch_seconds is None else args.epoch_seconds
     grid = grid_of(4, 4)
     boundaries = rung_epochs("cumulative", 2, 5, 1)
     ratios = []

@@ -55,10 +55,27 @@ def find_imagenet_file(arch: str, weights_dir: str = "") -> Path:
                        f"model.pretrained = \"none\")")
 
 
+# Files read in this process, by (path, size, mtime): a worker building a
+# model per trial reads each weight file once. Values are only ever copied
+# from (load_state_dict), never changed. At most two files (a ResNet and VGG-19).
+_READ: dict[tuple, dict[str, torch.Tensor]] = {}
+_READ_MAX = 2
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _READ:
+        if len(_READ) >= _READ_MAX:
+            _READ.pop(next(iter(_READ)))
+        _READ[key] = _read_state_dict(path)
+    return _READ[key]
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file

@@ -1,6 +1,10 @@
 """``saan-hpo launch STUDY.toml [--storage URL] [--workers N]``: create or resume a
 study and run N local workers until it is finished.
 
+``launch A.toml B.toml ... --workers N`` creates or resumes every study in one
+storage and runs one pool of N workers serving them all (hpo/cli/launch_many.py);
+``--workers 0`` only creates or resumes, for a fleet that attaches on its own.
+
 One worker runs in this process. Several run as child processes (one per GPU
 when there are GPUs, round-robin), each logging to runs/<study>/logs/; this
 process shows the study's progress and prints the winner at the end.
@@ -25,7 +29,10 @@ from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_o
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_file(parser)
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="local workers (default 1)")
+    parser.add_argument("more_study_files", metavar="STUDY.toml", nargs="*",
+                        help="more studies for the same pool of workers, in the same storage")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="local workers (default 1); 0: only create or resume the studies")
     parser.add_argument("--device", default=None,
                         help="device for every worker (default: one GPU each, else CPU)")
     add_data_option(parser)
@@ -37,8 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
 
-    if args.workers < 1:
-        raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
+    if args.workers < 0:
+        raise SaanError(f"--workers: expected an integer >= 0, got {args.workers}")
+    if args.more_study_files:
+        from hpo.cli.launch_many import launch_many
+
+        return launch_many(args)
     spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     check_before_creating(spec, spec.storage, curves is not None)
@@ -53,6 +64,8 @@ def _launch(args, spec, curves) -> int:
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
+    if args.workers == 0:
+        return 0
     started = time.monotonic()
     if args.workers == 1:
         code = _run_in_process(args, spec, curves)

@@ -12,8 +12,12 @@ from hpo.scheduling.synthetic_twin import DEFAULT_EPOCHS, synthetic_override
 from hpo.service.learning_curves import LearningCurves
 
 
-def add_study_file(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study_file", metavar="STUDY.toml", help="study file (see studies/)")
+def add_study_file(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    if optional:
+        parser.add_argument("study_file", metavar="STUDY.toml", nargs="?",
+                            help="study file (see studies/); without one, serve the storage's studies")
+    else:
+        parser.add_argument("study_file", metavar="STUDY.toml", help="study file (see studies/)")
     parser.add_argument("--storage", metavar="URL",
                         help="storage URL (default: the study file's, else sqlite:///runs/NAME/study.db)")
     parser.add_argument("--artifacts", metavar="DIR",

@@ -1,4 +1,8 @@
-"""``saan-hpo status --study NAME --storage URL`` (or ``status STUDY.toml``)."""
+"""``saan-hpo status --study NAME --storage URL`` (or ``status STUDY.toml``).
+
+``saan-hpo status --storage URL`` without a study: every study and every worker
+of the storage (hpo/readers/fleet_status.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from model.errors import SaanError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_file", nargs="?", metavar="STUDY.toml",
                         help="study file (or give --study and --storage)")
-    parser.add_argument("--study", metavar="NAME")
+    parser.add_argument("--study", metavar="NAME", help="one study (default: every study)")
     parser.add_argument("--storage", metavar="URL")
 
 
@@ -25,7 +29,16 @@ def run(args: argparse.Namespace) -> int:
         name, storage = spec.name, args.storage or spec.storage
     elif args.study and args.storage:
         name, storage = args.study, args.storage
+    elif args.storage:
+        return _fleet(args.storage)
     else:
         raise SaanError("status: expected STUDY.toml, or --study NAME and --storage URL")
     print(render_status(stored_spec(name, storage), storage))
+    return 0
+
+
+def _fleet(storage: str) -> int:
+    from hpo.readers.fleet_status import render_fleet_status
+
+    print(render_fleet_status(storage))
     return 0

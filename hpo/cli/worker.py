@@ -1,28 +1,62 @@
-"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker."""
+"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker.
+
+Without a study file, ``saan-hpo worker --storage URL [--study NAME ...]`` serves
+every unfinished study in the storage (or the named ones), with this machine's
+paths from its options or environment (hpo/service/machine.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 
-from hpo.cli.options import add_data_option, add_replay, add_study_file, replay_curves, study_spec
+from hpo.cli.options import (STORAGE_ENV, add_data_option, add_replay, add_study_file,
+                              replay_curves, study_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_file(parser)
+    add_study_file(parser, optional=True)
     parser.add_argument("--device", default=None,
-                        help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+                        help="cpu, cuda or cuda:K (default: the trainer config's, auto; "
+                             "without a study file $SAAN_HPO_DEVICE, else auto)")
     add_data_option(parser)
+    add_fleet_options(parser)
     add_replay(parser)
 
 
+def add_fleet_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "serving a storage (no study file): this machine's paths, never the stored ones")
+    group.add_argument("--study", action="append", metavar="NAME", dest="studies",
+                       help="serve only this study (repeatable; default: every unfinished one)")
+    group.add_argument("--data-root", metavar="DIR",
+                       help="BAID folder on this machine (default $SAAN_HPO_DATA_ROOT)")
+    group.add_argument("--cache-dir", metavar="DIR",
+                       help="decoded-image cache (default $SAAN_HPO_CACHE_DIR, else DATA_ROOT/.saan-cache)")
+    group.add_argument("--weights-dir", metavar="DIR",
+                       help="ImageNet weight files (default $SAAN_HPO_WEIGHTS_DIR, else $TORCH_HOME)")
+    group.add_argument("--stint-epochs", type=int, default=None, metavar="N",
+                       help="give a trial of a study without rungs back after N epochs, so long "
+                            "trials share the pool (default 11; 0: train each to its end)")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.study_file is None:
+        return run_fleet(args)
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
+    from model.errors import SaanError
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
     from hpo.service.study import open_or_create
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
+    for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
+                        ("--cache-dir", args.cache_dir), ("--weights-dir", args.weights_dir),
+                        ("--stint-epochs", args.stint_epochs)):
+        if value is not None:
+            raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
     spec = study_spec(args)
     curves = replay_curves(args, spec)
     check_before_creating(spec, spec.storage, curves is not None)
@@ -32,3 +66,49 @@ def run(args: argparse.Namespace) -> int:
         make_run = run_factory(spec, device=device, curves=curves,
                                epoch_seconds=args.replay_epoch_seconds)
         return Worker.attach(spec, spec.storage, make_run, device=device).run()
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """No study file: serve the storage's studies."""
+    from model.errors import SaanError
+    from hpo.service.fleet_worker import DEFAULT_STINT_EPOCHS, FleetWorker
+    from hpo.service.machine import MachinePaths
+    from hpo.service.trial_runs import run_factory
+
+    storage = args.storage or os.environ.get(STORAGE_ENV)
+    if not storage:
+        raise SaanError("worker: expected STUDY.toml, or --storage URL (or $SAAN_HPO_STORAGE) "
+                        "to serve the studies stored there")
+    if args.data != "study" or args.epochs is not None:
+        raise SaanError("worker: --data/--epochs: only with a study file (launch creates the "
+                        "synthetic study; workers then serve it by name)")
+    stint = DEFAULT_STINT_EPOCHS if args.stint_epochs is None else args.stint_epochs
+    if stint < 0:
+        raise SaanError(f"worker: --stint-epochs: expected an integer >= 0, got {stint}")
+    machine = MachinePaths.from_options({
+        "data_root": args.data_root, "cache_dir": args.cache_dir, "weights_dir": args.weights_dir,
+        "artifacts": args.artifacts, "device": args.device})
+    replay = args.replay_curves
+    if replay:  # a replaying worker trains nothing, so needs no data root
+        machine = dataclasses.replace(machine, trains=False)
+    _open_existing(storage)
+
+    def make_factory(spec):
+        curves = None
+        if replay:
+            from hpo.service.learning_curves import LearningCurves
+
+            curves = LearningCurves.load(replay, spec)
+        return run_factory(spec, device=spec.run.trainer.device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+
+    return FleetWorker(storage, machine, make_factory, names=args.studies,
+                       stint_epochs=stint or None).run()
+
+
+def _open_existing(storage: str) -> None:
+    """A typo in the URL is one clear error, and creates no empty database."""
+    from hpo.service import db
+
+    with db.reading(storage):
+        pass

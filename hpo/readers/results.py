@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import optuna
 import sqlalchemy as sa
 
 from model.errors import SaanError
 from hpo.service import db, optuna_link
-from hpo.scheduling.spec import StudySpec, check_study_name, spec_from_mapping
+from hpo.scheduling.spec import StudySpec, check_study_name
+from hpo.service.stored_studies import spec_from_row
 
 
 class StudyNotFound(SaanError):
@@ -23,11 +22,7 @@ def stored_spec(name: str, storage_url: str) -> StudySpec:
         row = conn.execute(sa.select(db.studies).where(db.studies.c.name == name)).first()
     if row is None:
         raise StudyNotFound(f"storage {db.mask_url(storage_url)}: study {name!r}: not found")
-    identity = json.loads(row.spec_json)
-    raw = {"study": {"name": name, "metric": identity["metric"], "direction": identity["direction"],
-                     "storage": storage_url, "artifacts": row.artifacts},
-           "grid": identity["grid"], "scheduler": identity["scheduler"], **json.loads(row.run_json)}
-    return spec_from_mapping(raw, source=f"study {name!r}")
+    return spec_from_row(row, storage_url)
 
 
 def best_trial(name: str, storage_url: str) -> optuna.trial.FrozenTrial | None:

@@ -45,7 +45,8 @@ from hpo.scheduling.rungs import SCHEDULES
 
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
-STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description"}
+STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
+              "priority"}
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
@@ -82,6 +83,11 @@ class StudySpec:
     run: RunConfig
     lease_seconds: float = 30.0
     description: str = ""
+    # Workers serving several studies claim from higher priorities first
+    # (hpo/scheduling/fleet.py). Operational, like lease_seconds: it orders
+    # work between studies and never changes a result, so it is not hashed and
+    # a launch may change it on a running study.
+    priority: int = 0
 
     # ---- the grid ------------------------------------------------------
     def grid_points(self) -> list[dict[str, Any]]:
@@ -124,6 +130,11 @@ class StudySpec:
             "scheduler": dataclasses.asdict(self.scheduler),
             "run": run,
         }
+
+    def settings(self) -> dict[str, Any]:
+        """The [study] settings that are stored beside the identity but not hashed."""
+        return {"lease_seconds": self.lease_seconds, "description": self.description,
+                "priority": self.priority}
 
     def spec_hash(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -175,6 +186,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     lease = study.get("lease_seconds", 30)
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
         raise ConfigError(source, "study.lease_seconds", f"expected a number > 0, got {lease!r}")
+    priority = study.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigError(source, "study.priority", f"expected an integer, got {priority!r}")
     for key in ("storage", "artifacts", "description"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
@@ -194,6 +208,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         scheduler=scheduler,
         run=run,
         lease_seconds=float(lease),
+        priority=priority,
         description=study.get("description", ""),
     )
     return spec

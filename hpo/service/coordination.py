@@ -91,10 +91,21 @@ class Coordinator:
                     spec_json=json.dumps(self.spec.identity(), default=str),
                     run_json=json.dumps(self.spec.run.to_mapping(), default=str),
                     artifacts=self.spec.artifacts,
+                    settings_json=json.dumps(self.spec.settings()), priority=self.spec.priority,
                     created_at=time.time(), ready=False))
             return True
         except sa.exc.IntegrityError:
             return False
+
+    def store_settings(self) -> None:
+        """Write this file's unhashed settings (priority, lease) over the stored ones.
+
+        A study created before these columns existed gets them here; a launch
+        with a new priority re-orders the fleet's work without a new study.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(db.studies.update().where(db.studies.c.name == self.study).values(
+                settings_json=json.dumps(self.spec.settings()), priority=self.spec.priority))
 
     def add_trials(self, created: Iterable[tuple[int, int, dict]]) -> None:
         first_target = self.spec.policy.first_target()
@@ -153,8 +164,9 @@ class Coordinator:
                     claims=t.claims + 1, updated_at=now))
             if updated.rowcount != 1:
                 return None  # lost a race; the caller simply tries again
+            # study: a worker serving a storage moves between studies.
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
-                         .values(current_trial=row.number, heartbeat_at=now))
+                         .values(study=self.study, current_trial=row.number, heartbeat_at=now))
         return Claim(number=row.number, optuna_trial_id=row.optuna_trial_id,
                      params=json.loads(row.params_json), rung=row.rung,
                      target_epoch=row.target_epoch, epochs_done=row.epochs_done,

@@ -43,6 +43,12 @@ studies = sa.Table(
     sa.Column("artifacts", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("ready", sa.Boolean, nullable=False, default=False),
+    # Added for fleets of workers that serve a storage, not a file: the
+    # [study] settings that are not identity (lease_seconds, description) as
+    # JSON, and the study's claim priority. Nullable: add_missing_columns()
+    # puts them into databases created before; None reads as the defaults.
+    sa.Column("settings_json", sa.Text),
+    sa.Column("priority", sa.Integer, default=0),
 )
 
 trials = sa.Table(
@@ -202,6 +208,29 @@ def is_sqlite(engine: Engine) -> bool:
 
 def create_tables(engine: Engine) -> None:
     metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns newer releases defined to tables created by older ones.
+
+    Idempotent, so every command that opens a study may run it: a study started
+    before an upgrade resumes after it. Returns the columns added ("table.column").
+    """
+    added = []
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 @contextmanager
@@ -217,6 +246,7 @@ def reading(storage_url: str) -> Iterator[sa.Connection]:
         raise StorageError(f"storage {mask_url(storage_url)}: no database file at {path}")
     engine = create_service_engine(storage_url)
     try:
+        _add_missing_columns_if_writable(engine)  # before our connection holds any lock
         try:
             conn = engine.connect()
         except sa.exc.SQLAlchemyError as err:
@@ -228,6 +258,15 @@ def reading(storage_url: str) -> Iterator[sa.Connection]:
             yield conn
     finally:
         engine.dispose()
+
+
+def _add_missing_columns_if_writable(engine: Engine) -> None:
+    # A reading command on a database from an older release: add the new
+    # columns so the readers' queries work; a read-only database stays as it is.
+    try:
+        add_missing_columns(engine)
+    except sa.exc.SQLAlchemyError:
+        pass
 
 
 def first_line(err: BaseException) -> str:

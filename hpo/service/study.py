@@ -8,6 +8,7 @@ is written.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -58,6 +59,8 @@ def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.
     if stored is not None:
         coord.check_spec(stored)
         _wait_ready(coord, wait_seconds)
+        if _settings_changed(stored, spec):
+            coord.store_settings()
         return False
     if not coord.register_study():
         coord.check_spec(coord.stored_study())
@@ -75,6 +78,13 @@ def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.
              spec.planned_epochs(), spec.full_grid_epochs())
     engine.dispose()
     return True
+
+
+def _settings_changed(stored: dict, spec: StudySpec) -> bool:
+    """The file's unhashed settings differ from the stored ones (or were never stored)."""
+    return (stored.get("settings_json") is None
+            or json.loads(stored["settings_json"]) != spec.settings()
+            or stored.get("priority") != spec.priority)
 
 
 def _wait_ready(coord: Coordinator, wait_seconds: float) -> None:

@@ -30,6 +30,35 @@ class TrialRun(Protocol):
     def load_bytes(self, payload: bytes) -> None: ...
 
 
+class HeldData:
+    """The opened data splits of the last data settings this process trained on.
+
+    A worker builds a new Trainer per claim; without this each claim reopened
+    (and, for device-resident data, re-uploaded) the splits. Claims whose
+    ``[data]`` settings match -- the same study's trials, or another study's
+    on the same dataset -- reuse the splits already held. One setting at a
+    time, so a worker moving between datasets never holds two in memory.
+    ImageNet weight files are kept by model.weights (keyed by file), so a model
+    with the same backbone and weights is not read from disk again either.
+    """
+
+    def __init__(self):
+        self.key: str | None = None
+        self.splits: dict | None = None
+
+    def attach(self, trainer, data_settings: Mapping[str, Any]) -> None:
+        key = json.dumps(data_settings, sort_keys=True, default=str)
+        splits = getattr(trainer, "splits", None)
+        if not isinstance(splits, dict):
+            return
+        if key == self.key and self.splits is not None and self.splits is not splits:
+            splits.update(self.splits)  # filled in place: the trainer finds them opened
+        self.key, self.splits = key, splits
+
+
+HELD_DATA = HeldData()
+
+
 class SaanRun:
     """The SAAN trainer as a trial run; its checkpoint is the trainer's exact state."""
 
@@ -38,7 +67,9 @@ class SaanRun:
         # status or reports; the same for the two methods below.
         from model.train import Trainer
 
-        self.trainer = Trainer(spec.run_config(params), device=device)
+        config = spec.run_config(params)
+        self.trainer = Trainer(config, device=device)
+        HELD_DATA.attach(self.trainer, config.to_mapping()["data"])
 
     @property
     def epoch(self) -> int:

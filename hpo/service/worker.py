@@ -15,7 +15,8 @@ The loop, one :meth:`Worker.step` at a time: finish what is settled, then
 ``FINISHED`` (no open trial left: exit), ``IDLE`` (nothing claimable: decide any
 complete rung, wait) or ``TRAINED`` (one stint of one trial). A stint ends
 ``REACHED`` (trained to its target: the policy pauses or completes it),
-``PRUNED``, ``STOPPED`` (a signal: released), ``LEASE_LOST`` (another worker took
+``PRUNED``, ``STOPPED`` (a signal, or a stint shorter than the trial's target:
+released), ``LEASE_LOST`` (another worker took
 it over: dropped) or ``FAILED``.
 """
 
@@ -73,6 +74,7 @@ class Worker:
         self.device = device
         self.poll_seconds = poll_seconds
         self.claim_order = claim_order
+        self.stint_epochs: int | None = None  # see stint_end
         self.worker_id: str | None = None
         self.held: HeldLease | None = None  # the lease the heartbeat renews
         self.stop_requested = threading.Event()
@@ -194,6 +196,20 @@ class Worker:
             db.retrying(settle, self.worker_id, claim.number, "complete", log=log)
         db.retrying(self.finalize, log=log)
 
+    def stint_end(self, claim: Claim) -> int:
+        """Where a stint stops: the claim's target, or sooner for kinds without rungs.
+
+        With ``stint_epochs`` set (workers serving several studies), a trial
+        that would hold a worker for its whole budget is given back after that
+        many epochs and claimed again, from its checkpoint, by whichever worker
+        the claim rule sends there: long trials then share a pool instead of
+        leaving the last of them to run alone. Resuming is exact, so results
+        do not change; synchronous halving's stints already end at its rungs.
+        """
+        if not self.stint_epochs or self.policy.pauses_at_rungs:
+            return claim.target_epoch
+        return min(claim.target_epoch, claim.epochs_done + self.stint_epochs)
+
     def _decide_ready_rungs(self) -> None:
         """An idle worker decides any rung whose cohort is complete (e.g. after a failure)."""
         if not self.policy.pauses_at_rungs:
@@ -253,9 +269,10 @@ class Stint:
         return claim, run
 
     def run(self) -> str:
-        """REACHED, PRUNED, STOPPED or LEASE_LOST."""
-        if self.trial_run.epoch < self.claim.target_epoch:
-            self.trial_run.fit(self.claim.target_epoch, on_epoch_end=self.on_epoch_end)
+        """REACHED, PRUNED, STOPPED (a signal, or the end of a shorter stint) or LEASE_LOST."""
+        until = self.worker.stint_end(self.claim)
+        if self.trial_run.epoch < until:
+            self.trial_run.fit(until, on_epoch_end=self.on_epoch_end)
         if self.ended is not None:
             return self.ended
         return STOPPED if self.trial_run.epoch < self.claim.target_epoch else REACHED

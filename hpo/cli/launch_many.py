@@ -1,0 +1,128 @@
+"""``saan-hpo launch A.toml B.toml ... [--workers N]``: several studies, one pool of workers.
+
+Every study is created or resumed in one storage (``--storage``, else
+$SAAN_HPO_STORAGE, else the files' own, which must then agree). Then N local
+workers serve them all as one pool: each is ``saan-hpo worker --study A
+--study B ...`` (hpo/service/fleet_worker.py), so a worker idle at one study's
+narrow rung takes another study's waiting trial. ``--workers 0`` stops after
+creating or resuming: a fleet started elsewhere (SLURM, Kubernetes) attaches.
+
+The local workers use this machine's paths from the study files (they run
+where the files are); ``--artifacts DIR`` is one checkpoint store for every
+study (ids start with the study's name), as a fleet worker given
+``--artifacts DIR`` uses it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from model.errors import SaanError
+from hpo.cli.options import apply_data_option, replay_curves
+from hpo.scheduling.spec import StudySpec, load_spec
+
+
+def launch_many(args: argparse.Namespace) -> int:
+    from hpo.service.study import open_or_create
+
+    specs, storage = _specs(args)
+    names = [spec.name for spec in specs]
+    if len(set(names)) != len(names):
+        raise SaanError(f"launch: the same study name twice in {', '.join(names)}")
+    machine_args = _machine_argv(specs)
+    for spec in specs:
+        replay_curves(args, spec)  # validate every file before anything is stored
+    for spec in specs:
+        created = open_or_create(spec, storage)
+        print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
+              f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
+              f"{spec.planned_epochs()} epochs planned, priority {spec.priority}", flush=True)
+    if args.workers == 0:
+        return 0
+    started = time.monotonic()
+    code = _run_pool(args, names, storage, machine_args, specs)
+    if code == 0:
+        from hpo.cli.launch import _print_outcome
+
+        for spec in specs:
+            print(f"== {spec.name}")
+            _print_outcome(spec, time.monotonic() - started)
+    return code
+
+
+def _specs(args: argparse.Namespace) -> tuple[list[StudySpec], str]:
+    specs = []
+    for path in [args.study_file, *args.more_study_files]:
+        # storage: --storage, else $SAAN_HPO_STORAGE, else the file's (checked equal below)
+        specs.append(apply_data_option(args, load_spec(path)))
+    storages = sorted({spec.storage for spec in specs})
+    if len(storages) > 1:
+        raise SaanError(f"launch: one pool serves one storage, but the files name "
+                        f"{len(storages)} ({', '.join(s.split('?')[0] for s in storages)}): "
+                        "give --storage URL")
+    return specs, storages[0]
+
+
+def _machine_argv(specs: list[StudySpec]) -> list[str]:
+    """This machine's paths for the pool's workers, from the files (they must agree)."""
+    argv = []
+    real = [s for s in specs if not s.run.data.synthetic]
+    for flag, get in (("--data-root", lambda s: s.run.data.root),
+                      ("--cache-dir", lambda s: s.run.data.cache_dir),
+                      ("--weights-dir", lambda s: s.run.model.weights_dir)):
+        values = sorted({get(s) for s in real})
+        if len(values) > 1:
+            raise SaanError(f"launch: {flag[2:].replace('-', '_')}: the studies disagree "
+                            f"({', '.join(map(repr, values))}); one pool reads one dataset")
+        if values and values[0]:
+            argv += [flag, values[0]]
+    return argv
+
+
+def _run_pool(args, names, storage, machine_argv, specs) -> int:
+    from hpo.cli.launch import local_devices
+
+    log_dir = Path("runs") / "fleet-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
+    devices = local_devices(args.workers, args.device, specs[0].run.trainer.device)
+    if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
+        env["SAAN_HPO_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+    base = [sys.executable, "-m", "hpo.cli", "worker"] + [f"--study={n}" for n in names]
+    base += machine_argv
+    if args.artifacts:
+        base += ["--artifacts", args.artifacts]
+    if args.replay_curves:
+        base += ["--replay-curves", args.replay_curves,
+                 "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
+    children = []
+    for i, device in enumerate(devices):
+        log_path = log_dir / f"worker-{i}.log"
+        handle = open(log_path, "ab")
+        child = subprocess.Popen(base + ["--device", device], stdout=handle,
+                                 stderr=subprocess.STDOUT, env=env)
+        children.append((child, log_path, handle))
+    print(f"{len(children)} workers serving {', '.join(names)}; logs in {log_dir}/", flush=True)
+    try:
+        for child, _, _ in children:
+            child.wait()
+    except KeyboardInterrupt:
+        for child, _, _ in children:
+            child.terminate()  # each checkpoints its epoch in flight and releases its trial
+        for child, _, _ in children:
+            child.wait()
+        raise
+    code = 0
+    for child, log_path, handle in children:
+        handle.close()
+        if child.returncode != 0:
+            code = child.returncode if child.returncode > 0 else 1
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            print(f"worker log {log_path} (exit {child.returncode}):", *tail, sep="\n  ",
+                  file=sys.stderr)
+    return code

@@ -1,0 +1,224 @@
+"""A worker that serves a storage: every unfinished study in it, or the ones named.
+
+It rebuilds each study's spec from the storage (hpo/service/stored_studies.py),
+puts this machine's paths in (hpo/service/machine.py), and before each claim
+asks the pure claim rule (hpo/scheduling/fleet.py) which study to serve. The
+stint itself -- claim, train to the next boundary, settle, decide the rung --
+is the single-study worker's own code (hpo/service/worker.py), one instance per
+study, so a study's decisions are the same whichever worker, alone or in a
+fleet, trained its trials.
+
+The worker has one id, one heartbeat (renewing the lease of whatever it holds
+now, in whichever study) and one stop flag. SIGTERM / SIGINT: the epoch in
+flight finishes and is checkpointed, the trial is given back, exit 0. It exits
+when every study it serves is finished. Studies created while it runs are
+picked up; one that needs a data root this worker lacks is skipped (logged
+once); at start that is an error, before anything is claimed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+from hpo.scheduling.fleet import claim_order
+from hpo.scheduling.spec import StudySpec
+from hpo.service import db
+from hpo.service.machine import MachinePaths, MissingDataRoot
+from hpo.service.stored_studies import (ANY_STUDY, ready_rows, spec_from_row, study_loads,
+                                        unfinished_names)
+from hpo.service.trial_runs import TrialRun
+from hpo.service.worker import Worker
+
+log = logging.getLogger(__name__)
+
+# Trials of kinds without rungs (none, asha, hyperband) are trained in stints of
+# at most this many epochs (Worker._stint_end): a quarter of the published
+# 44-epoch studies. Giving a trial back costs one checkpoint load, seconds
+# against epochs of minutes; without it 15 trials of 44 epochs on 8 GPUs leave
+# most of them idle while the last few finish (bench/scaling.py --fleet).
+DEFAULT_STINT_EPOCHS = 11
+
+RunFactory = Callable[[Mapping[str, Any]], TrialRun]
+
+
+class UnknownStudy(db.SaanError):
+    """--study names a study the storage does not hold."""
+
+
+class FleetWorker:
+    def __init__(self, storage_url: str, machine: MachinePaths,
+                 make_factory: Callable[[StudySpec], RunFactory], names: list[str] | None = None,
+                 poll_seconds: float = 0.2, stint_epochs: int | None = DEFAULT_STINT_EPOCHS):
+        self.storage_url = storage_url
+        self.machine = machine
+        self.make_factory = make_factory
+        self.names = list(dict.fromkeys(names)) if names else None
+        self.poll_seconds = poll_seconds
+        self.stint_epochs = stint_epochs
+        self.engine = db.create_service_engine(storage_url)
+        self.studies: dict[str, Worker] = {}  # per served study, built on first sight
+        self.skipped: set[str] = set()  # studies this machine cannot train
+        self.worker_id: str | None = None
+        self.active: Worker | None = None
+        self.stop_requested = threading.Event()
+        self._done = threading.Event()
+
+    # ---- which studies ----------------------------------------------------
+    def check_startup(self) -> list[str]:
+        """The unfinished served studies; every problem is an error before any claim."""
+        with self.engine.connect() as conn:
+            rows = ready_rows(conn, self.names)
+            if self.names is not None:
+                missing = sorted(set(self.names) - {r.name for r in rows})
+                if missing:
+                    raise UnknownStudy(f"storage {db.mask_url(self.storage_url)}: no study "
+                                       f"{', '.join(map(repr, missing))} (--study)")
+            open_names = set(unfinished_names(conn, [r.name for r in rows]))
+        for row in rows:
+            if row.name in open_names:
+                spec = spec_from_row(row, self.storage_url)
+                self.machine.check(spec, db.mask_url(self.storage_url))
+        return sorted(open_names)
+
+    def discover(self) -> list[str]:
+        """Unfinished studies this worker serves, building the ones it has not seen."""
+        with self.engine.connect() as conn:
+            rows = ready_rows(conn, self.names)
+            open_names = unfinished_names(conn, [r.name for r in rows])
+        for row in rows:
+            if row.name in self.studies or row.name in self.skipped or row.name not in open_names:
+                continue
+            spec = spec_from_row(row, self.storage_url)
+            try:
+                self.machine.check(spec, db.mask_url(self.storage_url))
+            except MissingDataRoot as err:
+                log.warning("skipping %s", err)
+                self.skipped.add(row.name)
+                continue
+            self.studies[row.name] = self._study_worker(self.machine.apply(spec))
+        return [name for name in open_names if name in self.studies]
+
+    def _study_worker(self, spec: StudySpec) -> Worker:
+        worker = Worker.attach(spec, self.storage_url, self.make_factory(spec),
+                               artifacts=spec.artifacts, device=spec.run.trainer.device,
+                               poll_seconds=self.poll_seconds)
+        # One worker in the storage's eyes: same id, same stop flag for every study.
+        worker.worker_id = self.worker_id
+        worker.stop_requested = self.stop_requested
+        worker.stint_epochs = self.stint_epochs
+        log.info("serving study %r (%s, %d configurations, priority %d)", spec.name,
+                 spec.scheduler.kind, len(spec.grid_points()), spec.priority)
+        return worker
+
+    # ---- lifecycle --------------------------------------------------------
+    def run(self) -> int:
+        self.check_startup()
+        self.worker_id = db.retrying(self._register, log=log)
+        log.info("worker %s serving %s on %s (device %s)", self.worker_id,
+                 ", ".join(self.names) if self.names else "every study",
+                 db.mask_url(self.storage_url), self.machine.device or "auto")
+        restore = self._install_signal_handlers()
+        heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
+        heartbeat.start()
+        try:
+            while not self.stop_requested.is_set():
+                open_names = db.retrying(self.discover, log=log)
+                for worker in self.studies.values():
+                    db.retrying(worker.finalize, log=log)
+                if not open_names:
+                    log.info("every study served is finished")
+                    break
+                held = db.retrying(self._claim, open_names, log=log)
+                if held is not None:
+                    self._train(*held)
+                    continue
+                for name in open_names:
+                    self.studies[name]._decide_ready_rungs()
+                time.sleep(self.poll_seconds)
+            for worker in self.studies.values():
+                db.retrying(worker.finalize, log=log)
+        finally:
+            self._done.set()
+            restore()
+            db.retrying(self._exited, log=log, deadline=30)
+            for worker in self.studies.values():
+                worker.close()
+            self.engine.dispose()
+        return 0
+
+    def _claim(self, open_names: list[str]):
+        """(study worker, claim) from the first study in the rule's order that has a trial."""
+        specs = {name: self.studies[name].spec for name in open_names}
+        with self.engine.connect() as conn:
+            loads = study_loads(conn, specs)
+        for name in claim_order(loads):
+            worker = self.studies[name]
+            claim = worker.coordinator.claim(self.worker_id, worker.claim_order)
+            if claim is not None:
+                return worker, claim
+            # None: another worker was quicker; try the next study
+        return None
+
+    def _train(self, worker: Worker, claim) -> None:
+        self.active = worker
+        try:
+            worker.train(claim)
+        finally:
+            self.active = None
+
+    def _register(self) -> str:
+        worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        now = time.time()
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.insert().values(
+                id=worker_id, study=ANY_STUDY, host=socket.gethostname(), pid=os.getpid(),
+                device=self.machine.device or "auto", state="active", started_at=now,
+                heartbeat_at=now))
+        return worker_id
+
+    def _exited(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == self.worker_id)
+                         .values(state="exited", current_trial=None, heartbeat_at=time.time()))
+
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def request_stop(signum, _frame):
+            if self.stop_requested.is_set():
+                raise KeyboardInterrupt  # second signal: stop now
+            log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
+            self.stop_requested.set()
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+    def _heartbeat(self) -> None:
+        while True:
+            leases = [w.spec.lease_seconds for w in list(self.studies.values())] or [30.0]
+            if self._done.wait(max(0.05, min(leases) / 3)):
+                return
+            active = self.active
+            try:
+                if active is None:
+                    self._beat()
+                else:
+                    held = active.held  # one stint's lease: a late answer about another is ignored
+                    if not active.coordinator.renew(self.worker_id, held and held.number) and held:
+                        held.lost.set()
+            except db.TRANSIENT_ERRORS as err:
+                log.warning("heartbeat failed (%s); will retry", type(err).__name__)
+
+    def _beat(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == self.worker_id)
+                         .values(heartbeat_at=time.time()))
+
