@@ -9,15 +9,18 @@ process shows the study's progress and prints the winner at the end.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              data_option_argv, replay_curves, resolve_spec)
+from model.errors import SaanError
+from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_option_argv,
+                              replay_curves, study_spec)
+
+# The service, the readers, tqdm and torch are imported inside the functions that
+# use them: building the parser imports every command module (hpo/cli/__init__.py).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,39 +33,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.errors import SaanError
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service.study import open_or_create
 
     if args.workers < 1:
         raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
-    replay_curves(args, spec)  # validate before anything is stored
-    created = open_or_create(spec, storage)
+    spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
+    curves = replay_curves(args, spec)  # read (and checked) before anything is stored
+    created = open_or_create(spec, spec.storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
     started = time.monotonic()
     if args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts)
+        code = _run_in_process(args, spec, curves)
     else:
-        code = _run_children(args, spec, storage, artifacts)
+        code = _run_children(args, spec)
     if code == 0:
-        _print_outcome(spec, storage, time.monotonic() - started)
+        _print_outcome(spec, time.monotonic() - started)
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts) -> int:
+def _run_in_process(args, spec, curves) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = args.device or spec.run.trainer.device
-    curves = replay_curves(args, spec)
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
-    return worker.run()
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, spec.storage, make_run, device=device).run()
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -82,12 +81,12 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
     return [f"cuda:{i % count}" for i in range(n_workers)]
 
 
-def _run_children(args, spec, storage, artifacts) -> int:
+def _run_children(args, spec) -> int:
     from hpo.readers.status import progress_snapshot
 
-    log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
+    log_dir = Path(spec.artifacts).parent / "logs" if spec.artifacts else Path("runs") / spec.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
+    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
     if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
         # CPU workers share the cores: oversubscribed OpenMP threads spin
@@ -96,7 +95,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
     children = []
     for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
-                   "--artifacts", artifacts, "--device", device]
+                   "--artifacts", spec.artifacts, "--device", device]
         command += data_option_argv(args)
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
@@ -110,7 +109,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
     try:
         while any(p.poll() is None for p, _, _ in children):
             time.sleep(1.0)
-            _update_bar(bar, progress_snapshot(spec, storage))
+            _update_bar(bar, progress_snapshot(spec, spec.storage))
     except KeyboardInterrupt:
         for p, _, _ in children:
             p.terminate()  # workers checkpoint the epoch in flight and release their trials
@@ -119,7 +118,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
         raise
     finally:
         if bar is not None:
-            _update_bar(bar, progress_snapshot(spec, storage))
+            _update_bar(bar, progress_snapshot(spec, spec.storage))
             bar.close()
     code = 0
     for p, log_path, handle in children:
@@ -132,9 +131,12 @@ def _run_children(args, spec, storage, artifacts) -> int:
 
 
 def _progress_bar(spec):
-    if os.environ.get("SAAN_HPO_NO_PROGRESS") == "1" or not sys.stderr.isatty():
-        return None
     from tqdm import tqdm
+
+    from model.cache import progress_disabled  # the one SAAN_HPO_NO_PROGRESS check in hpo/
+
+    if progress_disabled():
+        return None
 
     return tqdm(total=spec.planned_epochs(), unit="epoch", desc=spec.name)
 
@@ -147,12 +149,12 @@ def _update_bar(bar, snapshot) -> None:
     bar.refresh()
 
 
-def _print_outcome(spec, storage, seconds: float) -> None:
+def _print_outcome(spec, seconds: float) -> None:
     from hpo.readers.status import progress_snapshot
     from hpo.readers.results import best_trial
 
-    snapshot = progress_snapshot(spec, storage)
-    best = best_trial(spec.name, storage)
+    snapshot = progress_snapshot(spec, spec.storage)
+    best = best_trial(spec.name, spec.storage)
     print(f"epochs spent: {snapshot['epochs_spent']} (plan {spec.planned_epochs()}, "
           f"full grid {spec.full_grid_epochs()}); wall time {seconds:.1f}s")
     if best is None:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              replay_curves, resolve_spec)
+from hpo.cli.options import add_data_option, add_replay, add_study_file, replay_curves, study_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,24 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.service.trial_runs import run_factory
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service.study import open_or_create
+    from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)
     curves = replay_curves(args, spec)
-    open_or_create(spec, storage)
+    open_or_create(spec, spec.storage)
     device = args.device or spec.run.trainer.device
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials())
-    return worker.run()
-
-
-def _max_trials() -> int | None:
-    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
-    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
-    return int(value) if value else None
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, spec.storage, make_run, device=device).run()

@@ -21,24 +21,27 @@ with empty scores: their checkpoints are deleted or still changing.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import optuna
-import sqlalchemy as sa
+import pandas as pd
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from model.errors import SaanError
-from hpo.service import db, optuna_link
 from hpo.readers.results import checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
+from hpo.service import db, optuna_link
+from hpo.service.checkpoints import CheckpointStore
+from hpo.service.trial_runs import SaanRun
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("accuracy", "constant_accuracy", "plcc", "srcc", "mse")
+# The table's score columns: test-set scores of a finished trial's checkpoint.
+TEST_SCORE_COLUMNS = ("accuracy", "constant_accuracy", "plcc", "srcc", "mse")
 PREDICTION_DIGITS = 6
 ATTR_METRICS, ATTR_PREDICTIONS, ATTR_SKIPPED = "test_metrics", "test_predictions", "test_skipped"
 
@@ -51,8 +54,6 @@ class NoFinishedTrial(SaanError):
 def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
                 device: str | None = None) -> dict[str, Any]:
     """Load a trial checkpoint and predict the test split: the attrs to store."""
-    from hpo.service.trial_runs import SaanRun
-
     run = SaanRun(spec, params, device)
     run.load_bytes(checkpoint)
     pred, _true, _names = run.trainer.predict("test")
@@ -66,6 +67,7 @@ def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
 
 def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | None = None) -> dict:
     """The metrics of stored predictions against the true scores in the test CSV."""
+    # torch and scipy only when a table has something to score (start-up time)
     from model.data import split_rows
     from model.metrics import compute_metrics
 
@@ -73,33 +75,6 @@ def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | Non
     skipped = set(attrs.get(ATTR_SKIPPED) or ())
     true = [score for name, score in split_rows(cfg, "test") if name not in skipped]
     return compute_metrics(attrs[ATTR_PREDICTIONS], true)
-
-
-def store_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Write user attributes on a *finished* trial.
-
-    Optuna's API refuses any change to a finished trial, and the test scores
-    only exist once it has finished; so the rows are written through Optuna's
-    own ORM model of its ``trial_user_attributes`` table (the same rows
-    ``set_trial_user_attr`` writes). Two tables scoring the same trial at once
-    write the same values: the loser of the unique (trial, key) row just skips.
-    """
-    from optuna.storages._rdb import models
-
-    model = models.TrialUserAttributeModel
-    for key, value in attrs.items():
-        session = storage.scoped_session()
-        try:
-            row = session.query(model).filter(model.trial_id == trial_id, model.key == key).one_or_none()
-            if row is None:
-                session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
-            session.commit()
-        except sa.exc.IntegrityError:
-            session.rollback()
-        finally:
-            session.close()
 
 
 # ---- the table --------------------------------------------------------------------
@@ -113,10 +88,6 @@ def axis_columns(axes: Iterable[str]) -> dict[str, str]:
 def study_table(name: str, storage_url: str, artifacts: str | None = None,
                 device: str | None = None):
     """The comparison table as a pandas DataFrame; scores missing ones first (stored)."""
-    import pandas as pd
-
-    from hpo.service.checkpoints import CheckpointStore
-
     spec = stored_spec(name, storage_url)
     storage = optuna_link.optuna_storage(storage_url)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -138,15 +109,13 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
         row = {"trial": trial.number}
         row.update({columns[axis]: trial.params.get(axis) for axis in spec.grid})
         row.update(state=trial.state.name.lower(), epochs=trial.user_attrs.get("epochs", 0))
-        row.update({k: (metrics or {}).get(k, math.nan) for k in METRIC_COLUMNS})
+        row.update({k: (metrics or {}).get(k, math.nan) for k in TEST_SCORE_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows, columns=["trial", *columns.values(), "state", "epochs",
-                                       *METRIC_COLUMNS])
+                                       *TEST_SCORE_COLUMNS])
 
 
 def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict | None:
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
     if not checkpoint_id:
         log.warning("trial %d: no checkpoint recorded; its test scores are left empty", trial.number)
         return None
@@ -158,7 +127,8 @@ def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict
         return None
     log.info("trial %d %s: scoring the test split", trial.number, trial.params)
     attrs = score_trial(spec, trial.params, payload, device)
-    store_attrs(storage, trial._trial_id, attrs)
+    optuna_link.store_finished_trial_attrs(
+        storage, optuna_link.trial_id(storage, spec.name, trial.number), attrs)
     return attrs[ATTR_METRICS]
 
 
@@ -184,7 +154,7 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if column in METRIC_COLUMNS:
+        if column in TEST_SCORE_COLUMNS:
             return f"{value:.4f}"
         return f"{value:g}"
     return str(value)

@@ -29,6 +29,7 @@ LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), hove
 
 
 def esc(value: Any) -> str:
+    """``value`` as text, HTML-escaped: for figures and the page alike."""
     return html.escape(fmt(value), quote=True)
 
 
@@ -440,7 +441,7 @@ def budget(data) -> go.Figure:
             hovertemplate="%{x}<br>%{y} epochs spent<br>%{customdata}<extra></extra>"))
     else:
         _empty(fig, "no epoch trained yet")
-    plan_word = "planned" if spec.scheduler.kind == "sync-halving" else "upper bound"
+    plan_word = "planned" if spec.policy.plan_is_exact else "upper bound"
     planned, full = spec.planned_epochs(), spec.full_grid_epochs()
     fig.add_hline(y=planned, line=dict(dash="dash", color="#555"),
                   annotation_text=f"plan: {planned} ({plan_word})", annotation_position="top left")
@@ -488,7 +489,7 @@ def worker_timeline(data) -> go.Figure:
     boundaries = set(data.spec.boundaries)
     last_epoch = {t.number: t.epochs for t in data.trials}
     labels = {w: f"{esc(label)} [{esc(w[-6:])}]" for w, label in data.workers.items()}
-    pauses = boundaries if data.spec.scheduler.kind == "sync-halving" else set()
+    pauses = boundaries if data.spec.policy.pauses_at_rungs else set()
     bars = stints(data.epochs, pauses)
     fig = go.Figure()
     if bars:

@@ -47,7 +47,7 @@ def save_to_dashboard(name: str, storage_url: str, figures: dict[str, Any]) -> l
 
     Each overwrites its last copy; sized for the dashboard's panel.
     """
-    from optuna_dashboard import save_plotly_graph_object
+    from optuna_dashboard import save_plotly_graph_object  # only with --to-dashboard
 
     study = optuna.load_study(study_name=name, storage=optuna_link.optuna_storage(storage_url))
     return [save_plotly_graph_object(study, dashboard_figure(figures[figure_id], title),

@@ -9,16 +9,17 @@ names, the storage URL (masked before it gets here) -- goes through
 from __future__ import annotations
 
 import datetime as dt
-import html
 from collections import Counter
 from typing import Any
 
 import plotly.io as pio
 
-from hpo.report.figures import FIGURE_IDS, fmt, rung_reached
+from hpo.report.figures import FIGURE_IDS, rung_reached
+from hpo.report.figures import esc as e
 
-# Columns of the metrics table: (key in the trainer's metrics, heading).
-METRIC_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"), ("mse", "MSE"))
+# The metrics table's last validation scores: (key in the trainer's metrics, heading).
+VALIDATION_SCORE_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"),
+                            ("mse", "MSE"))
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 SECTIONS = {
@@ -89,10 +90,6 @@ SORTER = """
 """
 
 
-def e(value: Any) -> str:
-    return html.escape(fmt(value), quote=True)
-
-
 def render_page(data, figures: dict) -> str:
     name = e(data.spec.name)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -120,7 +117,7 @@ def _utc(timestamp: float) -> str:
 
 
 def header(data) -> str:
-    spec, sched = data.spec, data.spec.scheduler
+    spec = data.spec
     counts = Counter(t.label for t in data.trials)
     if data.finished:
         state = "<span class=\"state finished\">finished</span>"
@@ -129,11 +126,7 @@ def header(data) -> str:
     summary = ", ".join(f"{n} {e(label)}" for label, n in sorted(counts.items()))
     grid = "<br>".join(f"{e(axis)} = [{', '.join(e(v) for v in values)}]"
                        for axis, values in spec.grid.items())
-    if sched.kind == "none":
-        scheduler = f"none (every configuration trains {spec.final_epoch} epochs)"
-    else:
-        scheduler = (f"{e(sched.kind)}, eta {sched.eta}, {sched.rungs} rungs, "
-                     f"schedule {e(sched.schedule)}, min epochs {sched.min_epochs}")
+    scheduler = e(spec.policy.describe())
     spent = len(data.epochs)
     lost = sum(not r.kept for r in data.epochs)
     rows = [
@@ -158,7 +151,7 @@ def winner_box(data) -> str:
         why = "no trial has completed yet" if not data.finished else "no trial completed"
         return f"<div id=\"winner\" data-trial=\"\">Winner: none &mdash; {why}.</div>"
     label = "Winner" if data.finished else "Best so far"
-    scores = ", ".join(f"{title} {best.metrics[key]:.4f}" for key, title in METRIC_COLUMNS
+    scores = ", ".join(f"{title} {best.metrics[key]:.4f}" for key, title in VALIDATION_SCORE_COLUMNS
                        if key in best.metrics)
     params = ", ".join(f"{e(k)} = {e(v)}" for k, v in best.params.items())
     value = f"{best.value:.4f}" if best.value is not None else "-"
@@ -179,7 +172,7 @@ def metrics_table(data) -> str:
     heads = (["<th>trial</th>"] + [f"<th>{e(a)}</th>" for a in axes]
              + ["<th class=\"text\">state</th>", "<th>epochs</th>", "<th>rung</th>",
                 f"<th>last {e(data.spec.metric)}</th>"]
-             + [f"<th>{title}</th>" for _, title in METRIC_COLUMNS])
+             + [f"<th>{title}</th>" for _, title in VALIDATION_SCORE_COLUMNS])
     body = []
     for t in data.trials:
         reached = rung_reached(data.spec.boundaries, t.epochs)
@@ -190,7 +183,7 @@ def metrics_table(data) -> str:
         cells.append(_num(reached if t.values else None, str(reached) if t.values else ""))
         last = t.last_value
         cells.append(_num(last, f"{last:.4f}" if last is not None else ""))
-        for key, _ in METRIC_COLUMNS:
+        for key, _ in VALIDATION_SCORE_COLUMNS:
             value = t.metrics.get(key)
             cells.append(_num(value, f"{value:.4f}" if value is not None else ""))
         css = " class=\"winner\"" if t.number == winner else ""

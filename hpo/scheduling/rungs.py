@@ -1,9 +1,9 @@
-"""Synchronous successive halving: where the rungs sit and who survives them.
+"""Halving arithmetic: where the rungs sit and who survives them.
 
-Pure functions, no storage: the worker calls them inside a transaction, the
-tests check them against a hand computation.
+Pure functions, no storage: the policies (hpo/scheduling/sync_halving.py) use
+them, the tests check them against a hand computation.
 
-Algorithm (DESIGN.md, "Successive halving, exactly"). ``n`` configurations
+Algorithm (docs/design.md, "Successive halving, exactly"). ``n`` configurations
 enter rung 0. Rung ``k`` (k = 0 ... rungs-1) compares every trial that entered
 it after ``rung_epochs(...)[k]`` cumulative epochs of training:
 
@@ -100,3 +100,11 @@ def decide_rung(rung: int, epoch: int, values: Mapping[int, float], eta: int,
         pruned=tuple(sorted(ordered[keep:])),
         last=last,
     )
+
+
+def rungs_within(schedule: str, eta: int, rungs: int, min_epochs: int, epochs: int) -> int:
+    """How many of the first ``rungs`` rungs end by ``epochs`` (at least one)."""
+    within = 1
+    while within < rungs and rung_epochs(schedule, eta, within + 1, min_epochs)[-1] <= epochs:
+        within += 1
+    return within
