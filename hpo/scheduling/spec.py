@@ -40,11 +40,13 @@ from typing import Any, Mapping
 from model.config import ConfigError, RunConfig, check_value, field_of, read_toml
 from hpo.scheduling.policies import POLICIES, policy_for
 from hpo.scheduling.policy import Policy
+from hpo.scheduling.time_budget import parse_duration
 from hpo.scheduling.rungs import SCHEDULES
 
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
-STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description"}
+STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
+              "time_budget", "tensorboard", "mlflow"}
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
@@ -77,6 +79,10 @@ class StudySpec:
     scheduler: SchedulerSpec
     run: RunConfig
     lease_seconds: float = 30.0
+    # Not part of the spec hash: they say how long and where to, not what is computed.
+    time_budget: float | None = None  # seconds from the study's creation; then claim nothing new
+    tensorboard: str | None = None  # directory for TensorBoard event files, one folder per trial
+    mlflow: bool = False  # log to MLflow (its tracking URI from the environment), if installed
     description: str = ""
 
     # ---- the grid ------------------------------------------------------
@@ -158,7 +164,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     lease = study.get("lease_seconds", 30)
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
         raise ConfigError(source, "study.lease_seconds", f"expected a number > 0, got {lease!r}")
-    for key in ("storage", "artifacts", "description"):
+    if not isinstance(study.get("mlflow", False), bool):
+        raise ConfigError(source, "study.mlflow", f"expected true or false, got {study['mlflow']!r}")
+    for key in ("storage", "artifacts", "description", "tensorboard"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
 
@@ -177,6 +185,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         scheduler=scheduler,
         run=run,
         lease_seconds=float(lease),
+        time_budget=(parse_duration(study["time_budget"], source) if "time_budget" in study else None),
+        tensorboard=study.get("tensorboard") or None,
+        mlflow=bool(study.get("mlflow", False)),
         description=study.get("description", ""),
     )
     return spec
