@@ -9,6 +9,7 @@ extra package) to catch JavaScript errors and dialogs and to take a screenshot.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import os
@@ -32,7 +33,7 @@ from hpo.service.learning_curves import LearningCurves
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import ClaimLimitedWorker, cli, run_claims, stored_rungs, write_curves, write_study
+from studyfiles import ClaimLimitedWorker, cli, grid_points, run_claims, stored_rungs, write_curves, write_study
 
 XSS_NAME = "<script>alert(1)</script>"
 
@@ -58,6 +59,16 @@ def curves_table(seed: int) -> list[list[float]]:
     rng = random.Random(seed)
     slopes = [rng.uniform(0.005, 0.03) for _ in range(16)]
     return [[round(min(1.0, s * e + rng.uniform(0, 0.05)), 4) for e in range(1, 32)] for s in slopes]
+
+
+def demo_curves_table() -> list[list[float]]:
+    """The recorded demo curves (bench/demo-curves.csv), grid point i of the blog grid per row."""
+    by_point: dict[tuple, dict[int, float]] = {}
+    with open(Path(__file__).parent.parent / "bench" / "demo-curves.csv") as fh:
+        for row in csv.DictReader(fh):
+            key = (float(row["lr"]), int(row["batch_size"]))
+            by_point.setdefault(key, {})[int(row["epoch"])] = float(row["value"])
+    return [[by_point[(p["lr"], p["batch_size"])][e] for e in range(1, 32)] for p in grid_points()]
 
 
 def build_study(tmp: Path, name: str = "blog", kind: str = "sync-halving", workers: int = 2,
@@ -104,6 +115,12 @@ def finished(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's recorded curves, where rung-0 losers score far below the survivors."""
+    return build_study(tmp_path_factory.mktemp("demo"), curves=demo_curves_table())
+
+
+@pytest.fixture(scope="module")
 def running(tmp_path_factory):
     """Half done: a worker that stops after 3 claims."""
     tmp = tmp_path_factory.mktemp("running")
@@ -146,11 +163,16 @@ def export_winner(storage: str, name: str, tmp: Path) -> int:
     return int(re.search(r": trial (\d+) ", done.stdout).group(1))
 
 
+def trial_traces(page: str) -> list[dict]:
+    """The survivor figure's one trace per trial (not the overlay of pruned trials' last points)."""
+    return [tr for tr in figure_json(page, "survivor-curves")["data"] if "trial" in tr["meta"]]
+
+
 def check_curves(page: str, storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """One survivor-curve trace per trial that reported, its points exactly Optuna's values."""
     trials = optuna.load_study(study_name=name, storage=storage).trials
     reported = {t.number: t for t in trials if t.intermediate_values}
-    traces = figure_json(page, "survivor-curves")["data"]
+    traces = trial_traces(page)
     assert len(traces) == len(reported)
     for trace in traces:
         t = reported[trace["meta"]["trial"]]
@@ -159,6 +181,20 @@ def check_curves(page: str, storage: str, name: str) -> list[optuna.trial.Frozen
         end = trace["marker"]["symbol"][-1]
         if t.state == optuna.trial.TrialState.PRUNED:
             assert end == "x", (t.number, end)  # ends where it was pruned: its last report
+    # ... and every pruned trial's last point again, drawn above all lines (never hidden).
+    pruned = {t.number: t for t in trials if t.state == optuna.trial.TrialState.PRUNED}
+    overlay = [tr for tr in figure_json(page, "survivor-curves")["data"] if "pruned_ends" in tr["meta"]]
+    if pruned:
+        assert len(overlay) == 1
+        ends = overlay[0]
+        assert figure_json(page, "survivor-curves")["data"][-1]["meta"] == ends["meta"]  # on top
+        assert sorted(ends["meta"]["pruned_ends"]) == sorted(pruned)
+        for n, x, y in zip(ends["meta"]["pruned_ends"], ends["x"], ends["y"]):
+            last = max(pruned[n].intermediate_values)
+            assert (x, y) == (last, pruned[n].intermediate_values[last])
+        assert ends["marker"]["symbol"] == "x" and ends["marker"]["size"] >= 12
+    else:
+        assert overlay == []
     return trials
 
 
@@ -176,7 +212,7 @@ def test_finished_report_shows_the_study_as_stored(finished, tmp_path):
     rungs = stored_rungs(storage, "blog")
     assert [r[0] for r in rungs] == spec.boundaries == [1, 3, 7, 15, 31]
     pruned_at = {n: epoch for epoch, compared, kept in rungs for n in compared if n not in kept}
-    traces = {tr["meta"]["trial"]: tr for tr in figure_json(page, "survivor-curves")["data"]}
+    traces = {tr["meta"]["trial"]: tr for tr in trial_traces(page)}
     assert len(traces) == 16
     for number, epoch in pruned_at.items():
         assert traces[number]["x"][-1] == epoch
@@ -194,8 +230,8 @@ def test_finished_report_shows_the_study_as_stored(finished, tmp_path):
 
     # Rung ladder: every stored decision, its values and who went on.
     ladder = figure_json(page, "rung-ladder")["data"]
-    marks = {(x, int(label[1:])): tr["name"] for tr in ladder if tr.get("mode") == "markers+text"
-             for x, label in zip(tr["x"], tr["text"])}
+    marks = {(k, int(label[1:])): tr["name"] for tr in ladder if tr.get("mode") == "markers+text"
+             for k, x, label in zip(tr["meta"]["rungs"], tr["x"], tr["text"]) if abs(x - k) < 0.5}
     expected = {(k, n): ("finished" if k == 4 else "survived") if n in kept else "pruned"
                 for k, (_, compared, kept) in enumerate(rungs) for n in compared}
     assert marks == expected
@@ -209,10 +245,12 @@ def test_finished_report_shows_the_study_as_stored(finished, tmp_path):
         [[reached[4 * i + j] for i in range(4)] for j in range(4)]
     assert all(f"#{n}<br>" in heat["text"][n % 4][n // 4] for n in range(16))
 
-    # Budget: all 80 epochs, against plan and full grid; both workers in the timeline.
+    # Budget: all 80 epochs, against the plan, on an axis that runs to the plan (not to
+    # the full grid's 496, which would flatten it); both workers in the timeline.
     budget = figure_json(page, "budget")
     assert budget["data"][0]["y"][-1] == 80 == spec.planned_epochs()
-    assert {s["y0"] for s in budget["layout"]["shapes"]} == {80, 496}
+    assert {s["y0"] for s in budget["layout"]["shapes"]} == {80}
+    assert 80 < budget["layout"]["yaxis"]["range"][1] < 100 and "496" in budget["layout"]["title"]["text"]
     bars = figure_json(page, "worker-timeline")["data"][0]
     assert len(set(bars["y"])) >= 2  # (a worker that re-attached shows as another row)
     assert sum(int(t.split("e")[1].split("-")[-1]) - int(t.split("e")[1].split("-")[0]) + 1
@@ -238,7 +276,7 @@ def test_16_trial_report_renders_fast_and_small(finished, tmp_path):
     size = len(page.encode())
     print(f"\nreport of 16 trials / 5 rungs: {seconds:.2f}s, {size / 1e6:.2f} MB")
     assert len(data.trials) == 16 and size < 10_000_000
-    assert page.count("Plotly.newPlot(") == 5
+    assert page.count("Plotly.newPlot(") == 6
     assert page.count("Copyright (c)") <= 2 and "cdn.plot.ly" not in page.split("</script>")[-1]
 
 
@@ -297,7 +335,8 @@ def test_every_scheduler_kind(tmp_path, kind, schedule, max_trials):
     final = [r for r in data.rungs if r.epoch == spec.final_epoch]
     full = sorted(t.number for t in trials if spec.final_epoch in t.intermediate_values)
     assert sorted(e.trial for r in final for e in r.entries) == full
-    assert set(figures) == {"survivor-curves", "rung-ladder", "grid-map", "budget", "worker-timeline"}
+    assert set(figures) == {"survivor-curves", "rung-ladder", "rung-margins", "grid-map", "budget",
+                            "worker-timeline"}
 
 
 # ---- the command ---------------------------------------------------------------------------
@@ -326,8 +365,97 @@ def test_to_dashboard_stores_the_survivor_curves(finished, tmp_path):
 
     study = optuna.load_study(study_name="blog", storage=storage)
     graphs = get_plotly_graph_objects(study._storage.get_study_system_attrs(study._study_id))
-    figure = json.loads(graphs[output.DASHBOARD_GRAPH_ID])
-    assert len(figure["data"]) == 16
+    assert set(graphs) == set(output.DASHBOARD_GRAPHS)
+    curves = json.loads(graphs[output.DASHBOARD_GRAPH_ID])
+    assert len([tr for tr in curves["data"] if "trial" in tr["meta"]]) == 16
+    timeline = json.loads(graphs["saan-worker-timeline"])
+    assert timeline["data"][0]["type"] == "bar"
+    # optuna-dashboard draws each into a 450 px box as wide as half its page: a fixed
+    # height under 450 with room for title and x axis, no fixed width, no wide legend.
+    for figure in (curves, timeline):
+        layout = figure["layout"]
+        assert layout["height"] <= 450 and "width" not in layout and layout["showlegend"] is False
+        assert layout["margin"]["t"] >= 50 and layout["margin"]["b"] >= 40
+        assert len(layout["title"]["text"]) <= 60
+
+
+def test_survivor_axis_follows_the_survivors_of_rung_0(demo, tmp_path):
+    """The demo's rung-0 losers score down to -0.17; the survivors sit in 0.77..0.96."""
+    storage, spec, table = demo
+    page, _, _ = output.render("blog", storage)
+    figure = figure_json(page, "survivor-curves")
+    trials = optuna.load_study(study_name="blog", storage=storage).trials
+    epoch, compared, kept = stored_rungs(storage, "blog")[0]
+    survivors = [v for t in trials if t.number in kept for v in t.intermediate_values.values()]
+    everyone = [v for t in trials for v in t.intermediate_values.values()]
+    assert len(kept) == 8 and min(everyone) < 0 < 0.7 < min(survivors)
+    low, high = figure["layout"]["yaxis"]["range"]
+    assert low <= min(survivors) and high >= max(survivors)  # every survivor value is on the axis
+    assert (high - low) < 0.5 * (max(everyone) - min(everyone))  # ... and they fill it
+    assert low > min(everyone)  # rung-0 losers below it: one click away
+    (menu,) = figure["layout"]["updatemenus"]
+    ranges = {b["label"]: b["args"][0]["yaxis.range"] for b in menu["buttons"]}
+    assert ranges["survivors of rung 0"] == [low, high]
+    full_low, full_high = ranges["all trials"]
+    assert full_low <= min(everyone) and full_high >= max(everyone)
+
+
+def test_rung_decisions_show_the_values_compared_and_the_cut(demo):
+    storage, spec, _ = demo
+    page, _, _ = output.render("blog", storage)
+    figure = figure_json(page, "rung-margins")
+    panels = {tr["meta"]["rung"]: tr for tr in figure["data"]}
+    cuts = sorted(shape["y0"] for shape in figure["layout"]["shapes"])
+    titles = [a["text"] for a in figure["layout"]["annotations"]]
+    rungs = stored_rungs(storage, "blog")
+    assert sorted(panels) == list(range(len(rungs)))
+    expected_cuts = []
+    for k, (epoch, compared, kept) in enumerate(rungs):
+        panel = panels[k]
+        values = dict(zip(panel["meta"]["trials"], panel["meta"]["values"]))
+        trials = panel["meta"]["trials"]
+        assert sorted(trials) == sorted(compared) and panel["meta"]["kept"] == len(kept)
+        assert trials[:len(kept)] == kept  # went on, best first (as stored), above the cut
+        shown = [values[n] for n in trials]
+        assert shown[:len(kept)] == sorted(shown[:len(kept)], reverse=True)
+        assert shown[len(kept):] == sorted(shown[len(kept):], reverse=True)
+        if len(kept) < len(compared):
+            expected_cuts.append(len(kept) - 0.5)
+            margin = values[kept[-1]] - max(values[n] for n in compared if n not in kept)
+            assert margin >= 0 and f"margin {margin:.4f}" in titles[k]
+            assert f"epoch {epoch}" in titles[k]
+    assert cuts == sorted(expected_cuts) and len(cuts) == 4  # every rung but the last cut someone
+
+
+def test_ladder_labels_do_not_collide(demo):
+    from hpo.report.collect import collect
+    from hpo.report.figures import LABEL_PX, LADDER_PLOT_PX, dodge, ladder_positions
+
+    assert dodge([0.5, 0.5, 0.5, 0.9], gap=0.1) == [0, 1, -1, 0]
+    storage, _, _ = demo
+    data = collect("blog", storage)
+    at = ladder_positions(data)
+    values = [e.value for view in data.rungs for e in view.entries]
+    gap = (max(values) - min(values)) * LABEL_PX / LADDER_PLOT_PX  # one label's height, in values
+    points = [(at[(view.rung, e.trial)], e.value, view.rung) for view in data.rungs for e in view.entries]
+    crowded = 0
+    for i, (x1, y1, k1) in enumerate(points):
+        assert abs(x1 - k1) < 0.5  # a nudged point stays in its rung's column
+        for x2, y2, _ in points[i + 1:]:
+            if abs(y1 - y2) < gap:
+                crowded += 1
+                assert abs(x1 - x2) >= 0.1, (x1, y1, x2, y2)  # side by side, not on top
+    assert crowded > 10  # the demo's rungs 1-3 sit within 0.01 of each other
+
+
+def test_timeline_never_draws_a_pause_at_a_rung_as_training(demo):
+    storage, spec, _ = demo
+    page, data, _ = output.render("blog", storage)
+    bars = figure_json(page, "worker-timeline")["data"][0]
+    spans = [tuple(int(e) for e in text.split(" e")[1].split("-")) for text in bars["text"]]
+    assert sum(span[-1] - span[0] + 1 for span in spans) == 80
+    for span in spans:
+        assert not any(span[0] <= b < span[-1] for b in spec.boundaries), span
 
 
 def test_png_without_a_browser_is_one_clear_error(finished, tmp_path):
@@ -355,8 +483,8 @@ def test_png_export_writes_each_figure(finished, tmp_path):
                "--png", str(tmp_path / "png"), timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
-    assert pngs == sorted(f"{f}.png" for f in ("survivor-curves", "rung-ladder", "grid-map",
-                                                "budget", "worker-timeline"))
+    assert pngs == sorted(f"{f}.png" for f in ("survivor-curves", "rung-ladder", "rung-margins",
+                                                "grid-map", "budget", "worker-timeline"))
     assert all((tmp_path / "png" / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
@@ -459,15 +587,28 @@ def open_page(browser: DevTools, path: Path, shot: Path | None = None) -> dict:
     deadline = time.monotonic() + 30
     drawn = ("Array.from(document.querySelectorAll('.plotly-graph-div'))"
              ".filter(g => g._fullLayout && g.querySelector('.main-svg')).length")
-    while evaluate(drawn) < 5:
-        assert time.monotonic() < deadline, "plotly did not draw five figures"
+    while evaluate(drawn) < 6:
+        assert time.monotonic() < deadline, "plotly did not draw six figures"
         time.sleep(0.1)
     facts = evaluate("""JSON.stringify({
         title: document.title, h1: document.getElementById('study-name').textContent,
         figures: Array.from(document.querySelectorAll('.js-plotly-plot')).map(g => [g.id, g.data.length]),
         curves: document.querySelectorAll('#survivor-curves .scatterlayer .trace').length,
         rows: document.querySelectorAll('#metrics-table tbody tr').length,
-        scripts: document.scripts.length})""")
+        scripts: document.scripts.length,
+        yrange: document.getElementById('survivor-curves')._fullLayout.yaxis.range,
+        plot_px: document.getElementById('survivor-curves')._fullLayout._size.h,
+        buttons: Array.from(document.querySelectorAll('#survivor-curves .updatemenu-button text'))
+            .map(t => t.textContent)})""")
+    # The "all trials" button, clicked as a user would: the axis then spans every value.
+    full_range = evaluate("""new Promise(done => {
+        const g = document.getElementById('survivor-curves');
+        const button = Array.from(g.querySelectorAll('.updatemenu-button'))
+            .find(b => b.textContent === 'all trials');
+        if (!button) { done(null); return; }
+        g.once('plotly_relayout', () => done(g._fullLayout.yaxis.range));
+        button.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+        setTimeout(() => done('no relayout'), 5000); })""")
     # Sorting the metrics table by a heading works (and throws nothing).
     sorted_first = evaluate("""(() => { const th = document.querySelectorAll('#metrics-table th')[0];
         th.click(); th.click();
@@ -489,7 +630,8 @@ def open_page(browser: DevTools, path: Path, shot: Path | None = None) -> dict:
                and e["params"]["entry"]["level"] == "error"]
     dialogs = [e["params"] for e in events if e["method"] == "Page.javascriptDialogOpening"]
     browser.send("Target.closeTarget", {"targetId": target})
-    return {**json.loads(facts), "errors": errors, "dialogs": dialogs, "sorted_first": sorted_first}
+    return {**json.loads(facts), "errors": errors, "dialogs": dialogs, "sorted_first": sorted_first,
+            "full_range": full_range}
 
 
 def test_a_hostile_study_name_appears_only_escaped(xss, tmp_path):
@@ -503,33 +645,51 @@ def test_a_hostile_study_name_appears_only_escaped(xss, tmp_path):
 
 
 def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
-        finished, running, xss, tmp_path):
+        finished, running, xss, demo, tmp_path):
     executable = chromium_or_fail()
     pages = {}
     for label, storage, name in (("finished", finished[0], "blog"), ("running", running[0], "blog"),
-                                 ("xss", xss, XSS_NAME)):
+                                 ("xss", xss, XSS_NAME), ("demo", demo[0], "blog")):
         page, _, _ = output.render(name, storage)
         pages[label] = tmp_path / f"{label}.html"
         pages[label].write_text(page)
 
     browser = DevTools(executable, tmp_path / "profile", tmp_path / "chromium.log")
+    shots = {label: tmp_path / f"survivor-curves-{label}.png" for label in ("finished", "demo")}
     try:
-        shot = tmp_path / "survivor-curves.png"
-        seen = {label: open_page(browser, path, shot if label == "finished" else None)
-                for label, path in pages.items()}
+        seen = {label: open_page(browser, path, shots.get(label)) for label, path in pages.items()}
     finally:
         browser.close()
-    shots = os.environ.get("SAAN_HPO_REPORT_SHOTS")
-    if shots:
-        Path(shots).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(shots) / shot.name)
+    keep = os.environ.get("SAAN_HPO_REPORT_SHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for shot in shots.values():
+            shutil.copy(shot, Path(keep) / shot.name)
     for label, facts in seen.items():
         assert facts["errors"] == [], (label, facts["errors"])
         assert facts["dialogs"] == [], (label, facts["dialogs"])
-        assert [n for _, n in facts["figures"]] and len(facts["figures"]) == 5
+        assert [n for _, n in facts["figures"]] and len(facts["figures"]) == 6
         assert facts["rows"] == 16 and facts["sorted_first"] == "15"
-    assert seen["finished"]["curves"] == 16 and dict(seen["finished"]["figures"])["survivor-curves"] == 16
-    assert seen["running"]["curves"] == 3
+    # 16 trial curves and, drawn last, the x marks of the 15 pruned trials' last points.
+    assert seen["finished"]["curves"] == 17 and dict(seen["finished"]["figures"])["survivor-curves"] == 17
+    assert seen["running"]["curves"] == 3 and seen["running"]["buttons"] == []
     assert seen["xss"]["h1"] == XSS_NAME and seen["xss"]["title"].startswith(XSS_NAME)
-    image = shot.read_bytes()
-    assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000
+
+    # The demo at 1400 px: the axis plotly drew spans the survivors of rung 0, so their band
+    # fills most of the plot's height; the button brings every trial back.
+    storage = demo[0]
+    trials = optuna.load_study(study_name="blog", storage=storage).trials
+    kept = stored_rungs(storage, "blog")[0][2]
+    survivors = [v for t in trials if t.number in kept for v in t.intermediate_values.values()]
+    everyone = [v for t in trials for v in t.intermediate_values.values()]
+    facts = seen["demo"]
+    low, high = facts["yrange"]
+    assert low <= min(survivors) and high >= max(survivors)
+    band_px = (max(survivors) - min(survivors)) / (high - low) * facts["plot_px"]
+    assert band_px > 0.6 * facts["plot_px"] and facts["plot_px"] > 300, (band_px, facts["plot_px"])
+    assert facts["buttons"] == ["survivors of rung 0", "all trials"]
+    full_low, full_high = facts["full_range"]
+    assert full_low <= min(everyone) and full_high >= max(everyone)
+    for shot in shots.values():
+        image = shot.read_bytes()
+        assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 20_000

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the report (default: reports/<study>.html)")
     parser.add_argument("--open", action="store_true", help="open the report in the default browser")
     parser.add_argument("--to-dashboard", action="store_true",
-                        help="also store the survivor curves in the study for optuna-dashboard")
+                        help="also store the survivor curves and worker timeline in the study "
+                             "for optuna-dashboard")
     parser.add_argument("--png", metavar="DIR",
                         help="also write each figure as DIR/<figure>.png (kaleido and Chrome/Chromium)")
 
@@ -42,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {seconds:.2f}s): "
           f"{len(data.trials)} trials, {state}, {winner}")
     if args.to_dashboard:
-        graph_id = save_to_dashboard(args.study, args.storage, figures["survivor-curves"])
-        print(f"stored the survivor curves in the study for optuna-dashboard (graph {graph_id})")
+        graph_ids = save_to_dashboard(args.study, args.storage, figures)
+        print(f"stored the survivor curves and worker timeline in the study for optuna-dashboard "
+              f"(graphs {', '.join(graph_ids)})")
     if browser is not None:
         paths = png.write_pngs(figures, Path(args.png), browser)
         print(f"wrote {len(paths)} PNGs to {args.png}/ ({', '.join(p.name for p in paths)})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import math
 import statistics
 from typing import Any
 
@@ -23,7 +24,7 @@ OUTCOME_STYLE = {  # rung ladder: marker per outcome
     "pending": dict(symbol="circle-open", color="#7f7f7f", size=11),
     "finished": dict(symbol="diamond", color="#1f77b4", size=12),
 }
-FIGURE_IDS = ("survivor-curves", "rung-ladder", "grid-map", "budget", "worker-timeline")
+FIGURE_IDS = ("survivor-curves", "rung-ladder", "rung-margins", "grid-map", "budget", "worker-timeline")
 LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), hoverlabel=dict(align="left"))
 
 
@@ -44,7 +45,8 @@ def params_text(params: dict[str, Any]) -> str:
 
 def build_figures(data) -> dict[str, go.Figure]:
     return {"survivor-curves": survivor_curves(data), "rung-ladder": rung_ladder(data),
-            "grid-map": grid_map(data), "budget": budget(data), "worker-timeline": worker_timeline(data)}
+            "rung-margins": rung_margins(data), "grid-map": grid_map(data), "budget": budget(data),
+            "worker-timeline": worker_timeline(data)}
 
 
 # ---- styles shared by the figures: colour by the first grid axis, dash by the second ----------
@@ -68,10 +70,45 @@ def dash_of(data, params) -> str:
 
 
 # ---- 1. survivor curves ---------------------------------------------------------------------
+def survivors_of_first_rung(data) -> set[int]:
+    """Trials that went on from rung 0 (empty before rung 0 has a survivor)."""
+    first = next((view for view in data.rungs if view.rung == 0), None)
+    if first is None:
+        return set()
+    return {e.trial for e in first.entries if e.outcome in ("survived", "finished")}
+
+
+def padded(low: float, high: float, share: float = 0.08, least: float = 0.005) -> list[float]:
+    pad = max((high - low) * share, least)
+    return [low - pad, high + pad]
+
+
+def survivor_band(data) -> tuple[list[float], list[float]] | None:
+    """(survivors' y-range, every trial's y-range), or None when they would be the same.
+
+    Rung-0 losers often score far below the rest (a learning rate that has not
+    moved the model yet), and an axis spanning them squeezes the trials that
+    matter -- the ones still competing -- into a thin band. So the survivor
+    curves open on the values of the trials that survived rung 0; a button
+    switches to the full range.
+    """
+    kept = survivors_of_first_rung(data)
+    everything = [v for t in data.trials for v in t.values.values() if math.isfinite(v)]
+    band = [v for t in data.trials if t.number in kept for v in t.values.values() if math.isfinite(v)]
+    if not band or not everything:
+        return None
+    full = padded(min(everything), max(everything))
+    survivors = padded(min(band), max(band))
+    if survivors[0] <= full[0] and survivors[1] >= full[1]:
+        return None
+    return survivors, full
+
+
 def survivor_curves(data) -> go.Figure:
     spec, metric = data.spec, esc(data.spec.metric)
     winner = data.winner.number if data.winner else None
     fig = go.Figure()
+    ends = []  # pruned trials' last points, drawn again on top of every line
     for trial in data.trials:
         if not trial.values:
             continue
@@ -82,6 +119,7 @@ def survivor_curves(data) -> go.Figure:
             end_symbol, end_size = "star", 18
         elif trial.state == "pruned":
             end_symbol, end_size = "x", 11
+            ends.append(trial)
         elif trial.label in ("running", "paused", "waiting"):
             end_symbol, end_size = "circle-open", 9
         status = trial.label + (" (winner)" if is_winner else "")
@@ -92,13 +130,22 @@ def survivor_curves(data) -> go.Figure:
             x=epochs, y=values, mode="lines+markers", name=f"#{trial.number} {params_text(trial.params)}",
             text=text, hovertemplate="%{text}<extra></extra>",
             line=dict(color=colour_of(data, trial.params), dash=dash_of(data, trial.params),
-                      width=5 if is_winner else 1.6),
+                      width=3 if is_winner else 1.6),
             marker=dict(symbol=["circle"] * (len(epochs) - 1) + [end_symbol],
                         size=[4] * (len(epochs) - 1) + [end_size],
                         color=colour_of(data, trial.params),
                         line=dict(width=1, color="#222" if is_winner else colour_of(data, trial.params))),
-            opacity=1.0 if is_winner or winner is None else 0.75,
+            opacity=1.0 if is_winner or winner is None else 0.8,
             meta={"trial": trial.number, "state": trial.state, "winner": is_winner}))
+    if ends:  # last in the list: plotly draws it above the winner's line
+        fig.add_trace(go.Scatter(
+            x=[t.epochs for t in ends], y=[t.last_value for t in ends], mode="markers",
+            name="pruned here", showlegend=False, hovertemplate="%{text}<extra></extra>",
+            text=[f"<b>trial {t.number}</b> pruned at epoch {t.epochs}<br>{params_text(t.params)}<br>"
+                  f"{metric} {t.last_value:.4f}" for t in ends],
+            marker=dict(symbol="x", size=13, color=[colour_of(data, t.params) for t in ends],
+                        line=dict(width=1.5, color="#222")),
+            meta={"pruned_ends": [t.number for t in ends]}))
     for k, boundary in enumerate(spec.boundaries):
         fig.add_vline(x=boundary, line=dict(color="#999", width=1, dash="dot"),
                       annotation_text=f"rung {k}", annotation_position="top",
@@ -112,22 +159,93 @@ def survivor_curves(data) -> go.Figure:
                             "x: pruned there, star: winner)",
                       xaxis_title="epoch", yaxis_title=f"validation {metric}",
                       legend=dict(font_size=10, title_text="trial"))
+    fig.update_layout(margin=dict(t=90))
     fig.update_xaxes(range=[0.5, spec.final_epoch + 0.5])
+    band = survivor_band(data)
+    if band is not None:
+        survivors, full = band
+        fig.update_yaxes(range=survivors)
+        fig.update_layout(updatemenus=[dict(
+            type="buttons", direction="right", showactive=True, active=0,
+            x=1, xanchor="right", y=1.0, yanchor="bottom", pad=dict(b=24), font_size=11,
+            buttons=[dict(label="survivors of rung 0", method="relayout", args=[{"yaxis.range": survivors}]),
+                     dict(label="all trials", method="relayout", args=[{"yaxis.range": full}])])])
     return fig
 
 
+def dashboard_figure(fig: go.Figure, title: str) -> go.Figure:
+    """A report figure sized for optuna-dashboard's panel (450 px high, half the page wide).
+
+    The dashboard draws a stored figure into a fixed-height box with the
+    figure's own layout: a taller figure loses its x axis, a long title runs
+    off the side, and a 16-entry legend leaves no room for the plot. Hover
+    text names every trial, so the legend goes; the width follows the panel.
+    """
+    small = go.Figure(fig)
+    small.update_layout(height=430, width=None, autosize=True, showlegend=False,
+                        margin=dict(l=55, r=15, t=78, b=45),
+                        title=dict(text=title, font_size=14, x=0.01, xanchor="left", y=0.98, yanchor="top"))
+    if small.layout.updatemenus:
+        small.update_layout(updatemenus=[dict(small.layout.updatemenus[0].to_plotly_json(),
+                                              x=1, xanchor="right", pad=dict(b=18))])
+    return small
+
+
 # ---- 2. rung ladder -------------------------------------------------------------------------
+LADDER_HEIGHT = 480
+LADDER_PLOT_PX = LADDER_HEIGHT - 130  # the plot area between the margins
+LABEL_PX = 13  # a 9 px label and a little air
+SLOT_WIDTH = 0.15  # x offset between neighbouring labels in one rung (rungs are 1 apart)
+
+
+def dodge(values: list[float], gap: float) -> list[int]:
+    """A slot per value (0, 1, -1, 2, -2, ...) so that values closer than ``gap`` never share one.
+
+    Rung 0 often holds a dozen values within a hair of each other; drawn in one
+    column their "#n" labels print over each other. Each value takes the first
+    slot whose last value is at least ``gap`` away -- a beeswarm, sorted by value.
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    last_in_slot: dict[int, float] = {}
+    slots = [0] * len(values)
+    for i in order:
+        k = 0
+        while True:
+            slot = (k + 1) // 2 * (1 if k % 2 else -1) if k else 0
+            if slot not in last_in_slot or values[i] - last_in_slot[slot] >= gap:
+                break
+            k += 1
+        last_in_slot[slot] = values[i]
+        slots[i] = slot
+    return slots
+
+
+def ladder_positions(data) -> dict[tuple[int, int], float]:
+    """(rung, trial) -> x: the rung index, nudged sideways where labels would collide."""
+    values = [e.value for view in data.rungs for e in view.entries if math.isfinite(e.value)]
+    span = (max(values) - min(values)) if values else 1.0
+    gap = max(span, 1e-9) * 1.1 * LABEL_PX / LADDER_PLOT_PX
+    positions = {}
+    for view in data.rungs:
+        slots = dodge([e.value if math.isfinite(e.value) else 0.0 for e in view.entries], gap)
+        width = min(SLOT_WIDTH, 0.45 / max(1, *map(abs, slots)))  # stay clear of the next rung
+        for entry, slot in zip(view.entries, slots):
+            positions[(view.rung, entry.trial)] = view.rung + width * slot
+    return positions
+
+
 def rung_ladder(data) -> go.Figure:
     metric = esc(data.spec.metric)
     trials = data.by_number
     winner = data.winner.number if data.winner else None
+    at = ladder_positions(data)
     fig = go.Figure()
     path_x, path_y = [], []  # each trial's climb, rung to rung
-    positions: dict[int, list[tuple[int, float]]] = {}
+    climbs: dict[int, list[tuple[float, float]]] = {}
     for view in data.rungs:
         for entry in view.entries:
-            positions.setdefault(entry.trial, []).append((view.rung, entry.value))
-    for points in positions.values():
+            climbs.setdefault(entry.trial, []).append((at[(view.rung, entry.trial)], entry.value))
+    for points in climbs.values():
         if len(points) > 1:
             path_x += [p[0] for p in points] + [None]
             path_y += [p[1] for p in points] + [None]
@@ -141,7 +259,7 @@ def rung_ladder(data) -> go.Figure:
                 if entry.outcome != outcome:
                     continue
                 trial = trials[entry.trial]
-                xs.append(view.rung)
+                xs.append(at[(view.rung, entry.trial)])
                 ys.append(entry.value)
                 labels.append(f"#{entry.trial}")
                 hover.append(f"<b>trial {entry.trial}</b><br>{params_text(trial.params)}<br>"
@@ -151,7 +269,8 @@ def rung_ladder(data) -> go.Figure:
             fig.add_trace(go.Scatter(
                 x=xs, y=ys, mode="markers+text", name=outcome, text=labels, customdata=hover,
                 textposition="middle right", textfont_size=9, hovertemplate="%{customdata}<extra></extra>",
-                marker=dict(symbol=style["symbol"], color=style["color"], size=style["size"])))
+                marker=dict(symbol=style["symbol"], color=style["color"], size=style["size"]),
+                meta={"rungs": [round(x) for x in xs]}))
     for view in data.rungs:
         kept = sum(e.outcome in ("survived", "finished") for e in view.entries)
         verdict = f"{kept} of {len(view.entries)} kept" if view.decided else \
@@ -161,13 +280,99 @@ def rung_ladder(data) -> go.Figure:
     if not data.rungs:
         _empty(fig, "no trial has reached a rung boundary yet")
     ticks = list(range(len(data.spec.boundaries)))
-    fig.update_layout(**LAYOUT, height=480,
+    fig.update_layout(**LAYOUT, height=LADDER_HEIGHT,
                       title=f"Rung ladder: {metric} at each boundary, who went on (eta {data.spec.scheduler.eta})",
                       yaxis_title=f"validation {metric} at the boundary")
     fig.update_xaxes(tickvals=ticks, ticktext=[f"rung {k}<br>epoch {e}" for k, e in
                                                zip(ticks, data.spec.boundaries)],
-                     range=[-0.5, len(ticks) - 0.3])
+                     range=[-0.6, len(ticks) - 0.3], showgrid=False)
     fig.update_layout(margin=dict(t=80))
+    return fig
+
+
+# ---- 2b. rung margins: each decision, the values compared and the cut ------------------------
+MARGIN_STYLE = {"survived": ("circle", "#2ca02c"), "finished": ("diamond", "#1f77b4"),
+                "pruned": ("x", "#d62728"), "pending": ("circle-open", "#7f7f7f")}
+
+
+def ranked(view, maximize: bool) -> tuple[list, int]:
+    """A rung's entries, those who went on first, each group best first; and how many went on."""
+    def best_first(entry):
+        bad = not math.isfinite(entry.value)  # NaN is worst either way
+        return (bad, -entry.value if maximize and not bad else (entry.value if not bad else 0.0),
+                entry.trial)
+
+    kept = sorted((e for e in view.entries if e.outcome in ("survived", "finished")), key=best_first)
+    rest = sorted((e for e in view.entries if e.outcome not in ("survived", "finished")), key=best_first)
+    return kept + rest, len(kept)
+
+
+def decision_margin(view, maximize: bool) -> tuple[Any, Any, float] | None:
+    """(last kept, best cut, gap between them) of a decided rung that cut someone."""
+    ordered, kept = ranked(view, maximize)
+    cut = [e for e in ordered[kept:] if e.outcome == "pruned"]
+    if not view.decided or kept == 0 or not cut:
+        return None
+    last, first_out = ordered[kept - 1], cut[0]
+    return last, first_out, abs(last.value - first_out.value)
+
+
+def rung_margins(data) -> go.Figure:
+    """One panel per rung: the values compared there, sorted, and the cut between kept and pruned."""
+    from plotly.subplots import make_subplots
+
+    metric = esc(data.spec.metric)
+    maximize = data.spec.direction == "maximize"
+    views = [view for view in data.rungs if view.entries]
+    if not views:
+        fig = go.Figure()
+        _empty(fig, "no trial has reached a rung boundary yet")
+        fig.update_layout(**LAYOUT, height=320, title="Rung decisions")
+        return fig
+    titles = []
+    for view in views:
+        kept = sum(e.outcome in ("survived", "finished") for e in view.entries)
+        margin = decision_margin(view, maximize)
+        if margin is not None:
+            last, out, gap = margin
+            note = f"kept {kept} of {len(view.entries)}, margin {gap:.4f}"
+        elif view.decided:
+            note = f"kept {kept} of {len(view.entries)}"
+        else:
+            note = f"{len(view.entries)} in, undecided"
+        titles.append(f"<b>rung {view.rung}</b> · epoch {view.epoch}<br>{note}")
+    fig = make_subplots(rows=1, cols=len(views), subplot_titles=titles,
+                        horizontal_spacing=min(0.08, 0.5 / len(views)))
+    trials = data.by_number
+    rows = max(len(view.entries) for view in views)
+    for col, view in enumerate(views, start=1):
+        ordered, kept = ranked(view, maximize)
+        finite = [e.value for e in ordered if math.isfinite(e.value)] or [0.0]
+        fig.add_trace(go.Scatter(
+            x=[e.value for e in ordered], y=list(range(len(ordered))), mode="markers", showlegend=False,
+            marker=dict(symbol=[MARGIN_STYLE[e.outcome][0] for e in ordered],
+                        color=[MARGIN_STYLE[e.outcome][1] for e in ordered], size=10),
+            customdata=[f"<b>trial {e.trial}</b><br>{params_text(trials[e.trial].params)}<br>"
+                        f"rung {view.rung} at epoch {view.epoch}<br>{metric} {e.value:.4f}<br>{e.outcome}"
+                        for e in ordered],
+            hovertemplate="%{customdata}<extra></extra>",
+            meta={"rung": view.rung, "trials": [e.trial for e in ordered], "kept": kept,
+                  "values": [e.value for e in ordered]}), row=1, col=col)
+        # Rows at a fixed pitch from the top in every panel, best first.
+        fig.update_yaxes(range=[rows - 0.5, -0.5], tickvals=list(range(len(ordered))),
+                         ticktext=[f"#{e.trial} {e.value:.4f}" for e in ordered], showgrid=False,
+                         tickfont=dict(size=10, family="monospace"), zeroline=False, row=1, col=col)
+        fig.update_xaxes(nticks=4, range=padded(min(finite), max(finite), share=0.12, least=0.002),
+                         row=1, col=col)
+        if decision_margin(view, maximize) is not None:
+            suffix = "" if col == 1 else str(col)
+            fig.add_shape(type="line", xref=f"x{suffix} domain", x0=0, x1=1, yref=f"y{suffix}",
+                          y0=kept - 0.5, y1=kept - 0.5, line=dict(color="#d62728", width=1.5, dash="dash"))
+    fig.update_layout(**LAYOUT, height=max(300, 20 * rows + 170), showlegend=False,
+                      title=f"Rung decisions: the {metric} values compared at each rung, best first; "
+                            "the dashed line is the cut (above: went on)")
+    fig.update_layout(margin=dict(t=110, l=20, r=20))
+    fig.update_annotations(font_size=11)
     return fig
 
 
@@ -237,19 +442,30 @@ def budget(data) -> go.Figure:
     else:
         _empty(fig, "no epoch trained yet")
     plan_word = "planned" if spec.policy.plan_is_exact else "upper bound"
-    for level, label, dash in ((spec.planned_epochs(), f"plan: {spec.planned_epochs()} ({plan_word})", "dash"),
-                               (spec.full_grid_epochs(), f"full grid: {spec.full_grid_epochs()}", "dot")):
-        fig.add_hline(y=level, line=dict(dash=dash, color="#555"), annotation_text=label,
-                      annotation_position="top left")
+    planned, full = spec.planned_epochs(), spec.full_grid_epochs()
+    fig.add_hline(y=planned, line=dict(dash="dash", color="#555"),
+                  annotation_text=f"plan: {planned} ({plan_word})", annotation_position="top left")
+    # The axis runs to the plan: the full grid (496 against 80 for the demo) would
+    # flatten the curve that matters. It is named, not drawn, unless it fits.
+    top = max(planned, len(records)) * 1.12
+    if full <= top:
+        fig.add_hline(y=full, line=dict(dash="dot", color="#555"),
+                      annotation_text=f"full grid: {full}", annotation_position="top left")
     fig.update_layout(**LAYOUT, height=420,
-                      title=f"Budget: {len(records)} epochs spent, against the plan and the full grid",
+                      title=f"Budget: {len(records)} epochs spent of {planned} {plan_word} "
+                            f"(the full grid would take {full})",
                       xaxis_title="wall-clock time (UTC)", yaxis_title="epochs")
-    fig.update_yaxes(range=[0, spec.full_grid_epochs() * 1.05])
+    fig.update_yaxes(range=[0, top])
     return fig
 
 
-def stints(records) -> list[list]:
-    """Consecutive epochs of one trial on one worker, merged into one bar."""
+def stints(records, pauses: set[int] = frozenset()) -> list[list]:
+    """Consecutive epochs of one trial on one worker, merged into one bar.
+
+    A bar never runs on past an epoch in ``pauses`` (the rung boundaries of
+    synchronous halving): a trial paused there and resumed by the same worker
+    soon after is two bars, so the time it waited is not drawn as training.
+    """
     durations = [r.finished_at - r.started_at for r in records] or [0.0]
     slack = 1.0 + 0.5 * statistics.median(durations)
     merged: list[list] = []
@@ -258,6 +474,7 @@ def stints(records) -> list[list]:
         current = last_of_worker.get(record.worker)
         if (current is not None and current[-1].number == record.number
                 and current[-1].epoch + 1 == record.epoch and current[-1].kept == record.kept
+                and current[-1].epoch not in pauses
                 and record.started_at - current[-1].finished_at <= slack):
             current.append(record)
             continue
@@ -272,7 +489,8 @@ def worker_timeline(data) -> go.Figure:
     boundaries = set(data.spec.boundaries)
     last_epoch = {t.number: t.epochs for t in data.trials}
     labels = {w: f"{esc(label)} [{esc(w[-6:])}]" for w, label in data.workers.items()}
-    bars = stints(data.epochs)
+    pauses = boundaries if data.spec.policy.pauses_at_rungs else set()
+    bars = stints(data.epochs, pauses)
     fig = go.Figure()
     if bars:
         base, width, y, colour, text, hover, line = [], [], [], [], [], [], []

@@ -26,11 +26,17 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 SECTIONS = {
     "survivor-curves": ("Survivor curves", "The validation metric of every trial after every epoch, "
                         "as reported to Optuna. Dotted lines are the rung boundaries; a line that ends "
-                        "in an x was pruned there; the thick line with a star is the winner."),
+                        "in an x was pruned there; the thick line with a star is the winner. The axis "
+                        "opens on the trials that survived rung 0; \u201call trials\u201d shows the "
+                        "full range."),
     "rung-ladder": ("Rung ladder", "At each boundary, the trials compared and their values; the top "
                     "1/eta go on. Grey lines follow one trial up the ladder."),
+    "rung-margins": ("Rung decisions", "Each rung's decision up close: the values compared there, "
+                     "sorted, those who went on above the dashed cut. The margin is the gap between "
+                     "the last trial kept and the best one cut."),
     "grid-map": ("Grid map", "Each configuration of the grid: the rung it reached and its last value."),
-    "budget": ("Budget", "Epochs trained over wall-clock time, against the plan and the full grid."),
+    "budget": ("Budget", "Epochs trained over wall-clock time, against the plan (the axis runs to the "
+               "plan; the full grid's epochs are named in the title)."),
     "worker-timeline": ("Workers", "Which trial each worker trained when; a bar is a stint of "
                         "consecutive epochs. Gaps are pauses at a rung, waits, or idle workers."),
 }

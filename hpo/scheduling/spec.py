@@ -41,12 +41,13 @@ from typing import Any, Mapping
 from model.config import ConfigError, RunConfig, check_value, field_of, read_toml
 from hpo.scheduling.policies import POLICIES, policy_for
 from hpo.scheduling.policy import Policy
+from hpo.scheduling.time_budget import parse_duration
 from hpo.scheduling.rungs import SCHEDULES
 
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
-              "priority"}
+              "priority", "time_budget", "tensorboard", "mlflow"}
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
@@ -82,6 +83,10 @@ class StudySpec:
     scheduler: SchedulerSpec
     run: RunConfig
     lease_seconds: float = 30.0
+    # Not part of the spec hash: they say how long and where to, not what is computed.
+    time_budget: float | None = None  # seconds from the study's creation; then claim nothing new
+    tensorboard: str | None = None  # directory for TensorBoard event files, one folder per trial
+    mlflow: bool = False  # log to MLflow (its tracking URI from the environment), if installed
     description: str = ""
     # Workers serving several studies claim from higher priorities first
     # (hpo/scheduling/fleet.py). Operational, like lease_seconds: it orders
@@ -189,7 +194,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     priority = study.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigError(source, "study.priority", f"expected an integer, got {priority!r}")
-    for key in ("storage", "artifacts", "description"):
+    if not isinstance(study.get("mlflow", False), bool):
+        raise ConfigError(source, "study.mlflow", f"expected true or false, got {study['mlflow']!r}")
+    for key in ("storage", "artifacts", "description", "tensorboard"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
 
@@ -209,6 +216,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         run=run,
         lease_seconds=float(lease),
         priority=priority,
+        time_budget=(parse_duration(study["time_budget"], source) if "time_budget" in study else None),
+        tensorboard=study.get("tensorboard") or None,
+        mlflow=bool(study.get("mlflow", False)),
         description=study.get("description", ""),
     )
     return spec

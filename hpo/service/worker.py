@@ -12,7 +12,8 @@ is given back (another worker resumes the trial), and the worker exits 0. A
 second signal stops at once; the lease then simply expires.
 
 The loop, one :meth:`Worker.step` at a time: finish what is settled, then
-``FINISHED`` (no open trial left: exit), ``IDLE`` (nothing claimable: decide any
+``FINISHED`` (no open trial left: exit), ``OUT_OF_TIME`` (``[study] time_budget``
+spent: claim nothing new, exit), ``IDLE`` (nothing claimable: decide any
 complete rung, wait) or ``TRAINED`` (one stint of one trial). A stint ends
 ``REACHED`` (trained to its target: the policy pauses or completes it),
 ``PRUNED``, ``STOPPED`` (a signal, or a stint shorter than the trial's target:
@@ -36,15 +37,17 @@ from model.checkpoint_file import DamagedCheckpoint
 from model.errors import SaanError
 from hpo.scheduling.policy import PAUSE, PRUNE
 from hpo.scheduling.spec import StudySpec
+from hpo.scheduling.time_budget import may_claim
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
+from hpo.service.trackers import Tracker, tracker_for
 from hpo.service.trial_runs import TrialRun
 
 log = logging.getLogger(__name__)
 
 # What one turn of the loop did.
-FINISHED, IDLE, TRAINED = "finished", "idle", "trained"
+FINISHED, OUT_OF_TIME, IDLE, TRAINED = "finished", "out of time", "idle", "trained"
 # How a stint of one trial ended.
 REACHED, PRUNED, STOPPED, LEASE_LOST, FAILED = "reached", "pruned", "stopped", "lease lost", "failed"
 
@@ -64,7 +67,8 @@ class Worker:
     def __init__(self, spec: StudySpec, coordinator: Coordinator, checkpoints: CheckpointStore,
                  optuna_study: optuna_link.OptunaStudy, make_run: RunFactory, *,
                  device: str = "auto", poll_seconds: float = 0.2,
-                 claim_order: Callable[[int], int] | None = None):
+                 claim_order: Callable[[int], int] | None = None, tracker: Tracker | None = None,
+                 clock: Callable[[], float] = time.time):
         self.spec = spec
         self.policy = spec.policy
         self.coordinator = coordinator
@@ -75,6 +79,9 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.claim_order = claim_order
         self.stint_epochs: int | None = None  # see stint_end
+        self.tracker = tracker or Tracker()  # TensorBoard / MLflow, or nothing
+        self.clock = clock  # wall-clock seconds, for the time budget (tests replay a clock)
+        self.study_started: float | None = None
         self.worker_id: str | None = None
         self.held: HeldLease | None = None  # the lease the heartbeat renews
         self.stop_requested = threading.Event()
@@ -85,11 +92,13 @@ class Worker:
                artifacts: str | None = None, **options: Any) -> "Worker":
         """A worker on ``storage_url``'s study with its own engine, checkpoint store and study."""
         coordinator = Coordinator(db.create_service_engine(storage_url), spec)
+        options.setdefault("tracker", tracker_for(spec))
         return cls(spec, coordinator, CheckpointStore(artifacts or spec.artifacts, spec.name),
                    optuna_link.OptunaStudy.open(spec, storage_url), make_run, **options)
 
     def close(self) -> None:
-        """Release the database connections of the coordinator's engine."""
+        """Release the database connections of the coordinator's engine; close the trackers."""
+        self.tracker.close()
         self.coordinator.engine.dispose()
 
     # ---- lifecycle -------------------------------------------------------
@@ -102,11 +111,12 @@ class Worker:
         heartbeat.start()
         try:
             while not self.stop_requested.is_set():
-                if self.step() == FINISHED:
+                if self.step() in (FINISHED, OUT_OF_TIME):
                     break
             db.retrying(self.finalize, log=log)
         finally:
             self._done.set()
+            self.tracker.close()
             restore()
             db.retrying(self.coordinator.worker_exited, self.worker_id, log=log, deadline=30)
         return 0
@@ -118,6 +128,10 @@ class Worker:
             log.info("study %r is finished", self.spec.name)
             self._remove_orphans()
             return FINISHED
+        if not self._may_claim():
+            log.info("study %r: time budget of %.0fs spent; claiming no new work (raise "
+                     "[study] time_budget to go on)", self.spec.name, self.spec.time_budget)
+            return OUT_OF_TIME
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
             self._decide_ready_rungs()
@@ -133,6 +147,14 @@ class Worker:
         if removed:
             log.info("removed %d orphaned checkpoint(s) of study %r, e.g. %s", len(removed),
                      self.spec.name, removed[0])
+
+    def _may_claim(self) -> bool:
+        if self.spec.time_budget is None:
+            return True
+        if self.study_started is None:
+            stored = db.retrying(self.coordinator.stored_study, log=log)
+            self.study_started = stored["created_at"]
+        return may_claim(self.study_started, self.clock(), self.spec.time_budget)
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
@@ -292,6 +314,7 @@ class Stint:
         if self.checkpoint != checkpoint:
             worker.checkpoints.remove(self.checkpoint)  # only now: the new one is recorded
         self.checkpoint, self.started = checkpoint, time.time()
+        worker.tracker.log_epoch(number, self.claim.params, epoch, _plain(metrics))
         log.info("trial %d epoch %d/%d %s=%.4f", number, epoch, self.claim.target_epoch,
                  worker.spec.metric, value)
         if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
