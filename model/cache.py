@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -50,12 +49,12 @@ from tqdm import tqdm
 from model.config import DataConfig
 from model.data import bad_image, decode_resized
 from model.errors import ImageError
+from model.progress import progress_enabled
 
 CACHE_VERSION = 2
 FULL_HASH_LIMIT = 64 << 20
 BLOCK = 64 << 10
 N_BLOCKS = 256
-ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
 
 
 @dataclass
@@ -89,7 +88,7 @@ class Cache:
 
 
 def progress_disabled() -> bool:
-    return os.environ.get(ENV_NO_PROGRESS) == "1" or not sys.stderr.isatty()
+    return not progress_enabled()
 
 
 def cache_key(root: Path, rows: list[tuple[str, float]], split: str, image_size: int) -> str:

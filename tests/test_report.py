@@ -103,6 +103,7 @@ def running(tmp_path_factory):
     storage = f"sqlite:///{tmp / 'study.db'}"
     study = write_study(tmp / "study.toml", storage=storage)
     curves = write_curves(tmp / "curves.csv", curves_table(5))
+    assert cli("launch", str(study), "--workers", "0", cwd=tmp).returncode == 0
     done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp,
                env={"SAAN_HPO_MAX_TRIALS": "3"})
     assert done.returncode == 0, done.stderr[-2000:]

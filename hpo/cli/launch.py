@@ -1,9 +1,11 @@
 """``saan-hpo launch STUDY.toml [--storage URL] [--workers N]``: create or resume a
 study and run N local workers until it is finished.
 
-One worker runs in this process. Several run as child processes (one per GPU
-when there are GPUs, round-robin), each logging to runs/<study>/logs/; this
-process shows the study's progress and prints the winner at the end.
+The only command that creates a study. One worker runs in this process.
+Several run as child processes (one per GPU when there are GPUs, round-robin),
+each logging to runs/<study>/logs/. ``--workers 0`` only creates the study
+(workers attach with ``saan-hpo worker``). On a terminal a live progress line
+shows the whole study; at the end the winner and the commands to run next.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              data_option_argv, replay_curves, resolve_spec)
+                             data_option_argv, replay_curves, resolve_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_file(parser)
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="local workers (default 1)")
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="local workers (default 1, in this process; 0: create the study only)")
+    parser.add_argument("--device", default=None, metavar="DEVICE",
                         help="device for every worker (default: one GPU each, else CPU)")
     add_data_option(parser)
     add_replay(parser)
@@ -33,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from model.errors import SaanError
     from hpo.service.study import open_or_create
 
-    if args.workers < 1:
-        raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
+    from hpo.cli.session import next_commands
+
+    if args.workers < 0:
+        raise SaanError(f"--workers: expected an integer >= 0, got {args.workers}")
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
@@ -44,25 +48,23 @@ def run(args: argparse.Namespace) -> int:
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
     started = time.monotonic()
-    if args.workers == 1:
+    if args.workers == 0:
+        code = 0
+    elif args.workers == 1:
         code = _run_in_process(args, spec, storage, artifacts)
     else:
         code = _run_children(args, spec, storage, artifacts)
     if code == 0:
-        _print_outcome(spec, storage, time.monotonic() - started)
+        if args.workers:
+            _print_outcome(spec, storage, time.monotonic() - started)
+        print(next_commands(args, spec, storage))
     return code
 
 
 def _run_in_process(args, spec, storage, artifacts) -> int:
-    from hpo.service.trial_runs import run_factory
-    from hpo.service.worker import Worker
+    from hpo.cli.session import run_worker
 
-    device = args.device or spec.run.trainer.device
-    curves = replay_curves(args, spec)
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
-    return worker.run()
+    return run_worker(args, spec, storage, artifacts, replay_curves(args, spec), log_name="launch.log")
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -83,16 +85,15 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
 
 
 def _run_children(args, spec, storage, artifacts) -> int:
-    from hpo.readers.status import progress_snapshot
+    from hpo.cli.progress import ProgressLine
+    from hpo.cli.session import log_dir as logs_of
 
-    log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
+    log_dir = logs_of(spec, artifacts)
     log_dir.mkdir(parents=True, exist_ok=True)
+    # Children log to files and draw no bars; each CPU trial uses the trainer's
+    # fixed thread count (model/train.py), whatever the number of workers.
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
-    if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
-        # CPU workers share the cores: oversubscribed OpenMP threads spin
-        # against each other and epochs get many times slower.
-        env["SAAN_HPO_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
     children = []
     for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
@@ -106,21 +107,16 @@ def _run_children(args, spec, storage, artifacts) -> int:
         children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env),
                          log_path, handle))
     print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
-    bar = _progress_bar(spec)
     try:
-        while any(p.poll() is None for p, _, _ in children):
-            time.sleep(1.0)
-            _update_bar(bar, progress_snapshot(spec, storage))
+        with ProgressLine(spec, storage):
+            while any(p.poll() is None for p, _, _ in children):
+                time.sleep(0.5)
     except KeyboardInterrupt:
         for p, _, _ in children:
             p.terminate()  # workers checkpoint the epoch in flight and release their trials
         for p, _, _ in children:
             p.wait()
         raise
-    finally:
-        if bar is not None:
-            _update_bar(bar, progress_snapshot(spec, storage))
-            bar.close()
     code = 0
     for p, log_path, handle in children:
         handle.close()
@@ -129,22 +125,6 @@ def _run_children(args, spec, storage, artifacts) -> int:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             print(f"worker log {log_path} (exit {p.returncode}):", *tail, sep="\n  ", file=sys.stderr)
     return code
-
-
-def _progress_bar(spec):
-    if os.environ.get("SAAN_HPO_NO_PROGRESS") == "1" or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=spec.planned_epochs(), unit="epoch", desc=spec.name)
-
-
-def _update_bar(bar, snapshot) -> None:
-    if bar is None:
-        return
-    bar.n = snapshot["epochs_spent"]
-    bar.set_postfix_str(f"rungs decided {snapshot['rungs_decided']}, running {snapshot['running']}")
-    bar.refresh()
 
 
 def _print_outcome(spec, storage, seconds: float) -> None:

@@ -1,4 +1,9 @@
-"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker."""
+"""``saan-hpo worker STUDY.toml [--storage URL] [--device DEVICE]``: attach one worker.
+
+A worker never creates a study: the study must have been created by
+``saan-hpo launch`` with the same spec, else it is refused (exit 2) and
+nothing is stored.
+"""
 
 from __future__ import annotations
 
@@ -6,34 +11,31 @@ import argparse
 import dataclasses
 import os
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              replay_curves, resolve_spec)
+from hpo.cli.options import (add_data_option, add_device_option, add_replay, add_study_file,
+                             apply_data_option, replay_curves, resolve_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_file(parser)
-    parser.add_argument("--device", default=None,
-                        help="cpu, cuda or cuda:K (default: the trainer config's, auto)")
+    add_device_option(parser, "this worker")
     add_data_option(parser)
     add_replay(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hpo.service.trial_runs import run_factory
-    from hpo.service.study import open_or_create
-    from hpo.service.worker import Worker
+    from hpo.cli.session import next_commands, run_worker
+    from hpo.service.study import attach
 
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
     curves = replay_curves(args, spec)
-    open_or_create(spec, storage)
-    device = args.device or spec.run.trainer.device
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials())
-    return worker.run()
+    attach(spec, storage)
+    code = run_worker(args, spec, storage, artifacts, curves, max_trials=_max_trials(),
+                      log_name=f"worker-{os.getpid()}.log")
+    if code == 0:
+        print(next_commands(args, spec, storage))
+    return code
 
 
 def _max_trials() -> int | None:

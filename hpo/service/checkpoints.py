@@ -39,6 +39,10 @@ class CheckpointStore:
         self.store.write(artifact_id, io.BytesIO(payload))
         return artifact_id
 
+    def write(self, artifact_id: str, payload: bytes) -> None:
+        """Any other per-trial artifact under a chosen id (e.g. test predictions)."""
+        self.store.write(artifact_id, io.BytesIO(payload))
+
     def load(self, artifact_id: str) -> bytes:
         reader = self.store.open_reader(artifact_id)
         try:
