@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import pty
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -60,6 +63,7 @@ def run_on_a_terminal(argv: list[str], cwd: Path, timeout: float = 120) -> tuple
     env = {k: v for k, v in os.environ.items() if k != "SAAN_HPO_NO_PROGRESS"}
     env["PYTHONPATH"] = str(REPO)
     main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # 160 columns
     proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *argv], cwd=cwd, env=env,
                             stdin=subprocess.DEVNULL, stdout=child, stderr=child)
     os.close(child)
@@ -100,3 +104,28 @@ def test_launch_on_a_terminal_draws_a_progress_line_and_logs_epochs_to_a_file(tm
     # Per-epoch lines reach the terminal only with -v; one format (no Optuna "[I ...]" lines).
     assert ("epoch 31/31 srcc=0.1800" in shown) is verbose
     assert "[I 20" not in shown and "[W 20" not in shown
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_third_party_messages_only_from_warnings_unless_verbose(capsys, verbose):
+    import logging
+
+    from hpo.cli.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        configure_logging(verbose)
+        for name in ("choreographer", "kaleido", "optuna.storages"):
+            logging.getLogger(name).info("%s chatter", name)
+            logging.getLogger(name).warning("%s warning", name)
+        logging.getLogger("hpo.service.worker").info("own info")
+        err = capsys.readouterr().err
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+    assert "own info" in err and "choreographer warning" in err and "kaleido warning" in err
+    assert ("choreographer chatter" in err) is verbose and ("kaleido chatter" in err) is verbose
+    assert ("optuna.storages chatter" in err) is verbose
+    # One format: ours, also for Optuna's records.
+    assert " WARNING optuna.storages: optuna.storages warning" in err

@@ -1,6 +1,8 @@
 """The live progress line of ``launch`` and ``worker`` on a terminal (tqdm).
 
-    demo: 37/80 epochs |██████▍      | rung 2/5 · running 1 · paused 3 · pruned 8 [00:41<00:47]
+    demo: 37/80 epochs |██████▍      | 00:41<00:47, rung 3/5 · running 1 · paused 3 · pruned 8
+
+(elapsed < ETA, from this run's rate).
 
 It reads the study's tables once a second in a background thread, so it shows
 the whole study (every worker's epochs, on any machine), not just this
@@ -18,7 +20,7 @@ from hpo.readers.status import progress_fields, progress_snapshot
 from hpo.scheduling.spec import StudySpec
 
 log = logging.getLogger(__name__)
-BAR_FORMAT = "{desc}: {n}/{total} epochs |{bar}| {postfix} [{elapsed}<{remaining}]"
+BAR_FORMAT = "{desc}: {n}/{total} epochs |{bar}| {elapsed}<{remaining}{postfix}"
 
 
 class ProgressLine:
