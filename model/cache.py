@@ -87,10 +87,6 @@ class Cache:
         return bad
 
 
-def progress_disabled() -> bool:
-    return not progress_enabled()
-
-
 def cache_key(root: Path, rows: list[tuple[str, float]], split: str, image_size: int) -> str:
     payload = json.dumps([CACHE_VERSION, str(root.resolve()), split, image_size, rows])
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -215,7 +211,7 @@ def _build(path: Path, key: str, root: Path, rows: list[tuple[str, float]], cfg:
         # PIL decodes and resizes without the GIL, so one thread per core uses
         # them all; errors come back as values and are judged here in the main thread.
         bar = tqdm(total=len(jobs), desc=f"caching {path.name.split('-')[0]} images", unit="img",
-                   leave=False, disable=progress_disabled(), dynamic_ncols=True)
+                   leave=False, disable=not progress_enabled(), dynamic_ncols=True)
         with bar, ThreadPoolExecutor(max_workers=_cores()) as pool:
             for i, result in enumerate(pool.map(_decode_or_error, jobs, chunksize=8)):
                 bar.update()

@@ -33,9 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model.errors import SaanError
-    from hpo.service.study import open_or_create
-
     from hpo.cli.session import next_commands
+    from hpo.service.study import open_or_create
 
     if args.workers < 0:
         raise SaanError(f"--workers: expected an integer >= 0, got {args.workers}")
