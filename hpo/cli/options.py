@@ -93,8 +93,6 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
                        help="replay recorded learning curves (CSV) instead of training SAAN")
     group.add_argument("--replay-epoch-seconds", type=float, default=0.0, metavar="SECONDS",
                        help="sleep this long per replayed epoch (default 0)")
-    group.add_argument("--claim-seed", type=int, default=None, metavar="N",
-                       help="claim trials in an order shuffled with this seed (default: grid order)")
 
 
 def replay_curves(args: argparse.Namespace, spec: StudySpec):

@@ -37,21 +37,22 @@ def concrete_device(name: str | None, replay: bool) -> str:
 
 
 def run_worker(args: argparse.Namespace, spec: StudySpec, storage: str, artifacts: str,
-               curves, max_trials: int | None = None, log_name: str = "worker.log") -> int:
+               curves, log_name: str = "worker.log") -> int:
     """One worker in this process until the study is finished (or it is stopped)."""
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = concrete_device(args.device or spec.run.trainer.device, replay=curves is not None)
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=max_trials)
-    with ProgressLine(spec, storage) as line:
-        if line.drawn:
-            path = attach_log_file(log_dir(spec, artifacts) / log_name)
-            line.note(f"log: {path}")
-        return worker.run()
+    make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds)
+    worker = Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device)
+    try:
+        with ProgressLine(spec, storage) as line:
+            if line.drawn:
+                path = attach_log_file(log_dir(spec, artifacts) / log_name)
+                line.note(f"log: {path}")
+            return worker.run()
+    finally:
+        worker.close()
 
 
 def next_commands(args: argparse.Namespace, spec: StudySpec, storage: str) -> str:

@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: the parser imports every command (start-up time).
     from hpo.cli.session import next_commands, run_worker
     from hpo.service.study import attach
 
@@ -31,14 +32,7 @@ def run(args: argparse.Namespace) -> int:
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
     curves = replay_curves(args, spec)
     attach(spec, storage)
-    code = run_worker(args, spec, storage, artifacts, curves, max_trials=_max_trials(),
-                      log_name=f"worker-{os.getpid()}.log")
+    code = run_worker(args, spec, storage, artifacts, curves, log_name=f"worker-{os.getpid()}.log")
     if code == 0:
         print(next_commands(args, spec, storage))
     return code
-
-
-def _max_trials() -> int | None:
-    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
-    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
-    return int(value) if value else None

@@ -31,7 +31,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from model.errors import SaanError
@@ -54,7 +53,7 @@ class NoFinishedTrial(SaanError):
 # ---- scoring one trial ------------------------------------------------------------
 def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
                 device: str | None = None) -> dict[str, Any]:
-    """Load a trial checkpoint and predict the test split: predictions, skipped, metrics."""
+    """Load a trial checkpoint and predict the test split: the attrs to store."""
     from hpo.service.trial_runs import SaanRun
 
     run = SaanRun(spec, params, device)
@@ -99,33 +98,6 @@ def stored_predictions(spec: StudySpec, trial, artifacts: str | None = None) -> 
     if not artifact_id:
         return None
     return json.loads(CheckpointStore(artifacts or spec.artifacts, spec.name).load(artifact_id))
-
-
-def store_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Write user attributes on a *finished* trial.
-
-    Optuna's API refuses any change to a finished trial, and the test scores
-    only exist once it has finished; so the rows are written through Optuna's
-    own ORM model of its ``trial_user_attributes`` table (the same rows
-    ``set_trial_user_attr`` writes). Two tables scoring the same trial at once
-    write the same values: the loser of the unique (trial, key) row just skips.
-    """
-    from optuna.storages._rdb import models
-
-    model = models.TrialUserAttributeModel
-    for key, value in attrs.items():
-        session = storage.scoped_session()
-        try:
-            row = session.query(model).filter(model.trial_id == trial_id, model.key == key).one_or_none()
-            if row is None:
-                session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
-            session.commit()
-        except sa.exc.IntegrityError:
-            session.rollback()
-        finally:
-            session.close()
 
 
 # ---- the table --------------------------------------------------------------------
@@ -186,8 +158,9 @@ def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict
     scored = score_trial(spec, trial.params, payload, device)
     # Predictions first: a trial with metrics always has its predictions stored.
     artifact_id = store_predictions(store, trial.number, scored)
-    store_attrs(storage, trial._trial_id, {ATTR_METRICS: scored[ATTR_METRICS],
-                                           ATTR_PREDICTIONS_ARTIFACT: artifact_id})
+    optuna_link.store_finished_trial_attrs(
+        storage, optuna_link.trial_id(storage, spec.name, trial.number),
+        {ATTR_METRICS: scored[ATTR_METRICS], ATTR_PREDICTIONS_ARTIFACT: artifact_id})
     return scored[ATTR_METRICS]
 
 

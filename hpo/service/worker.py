@@ -1,4 +1,4 @@
-"""A worker: claim a trial, train it to its next boundary, settle it, repeat.
+"""A worker: claim a trial, train it to the epoch its policy sends it to, settle it, repeat.
 
 One worker per GPU. Workers share nothing but the storage URL and the
 checkpoint store, so they can run on any machine. Per epoch a worker reports
@@ -10,6 +10,13 @@ Optuna and, with deterministic training, has the same value anyway).
 SIGTERM / SIGINT: the epoch in flight finishes and is checkpointed, the lease
 is given back (another worker resumes the trial), and the worker exits 0. A
 second signal stops at once; the lease then simply expires.
+
+The loop, one :meth:`Worker.step` at a time: finish what is settled, then
+``FINISHED`` (no open trial left: exit), ``IDLE`` (nothing claimable: decide any
+complete rung, wait) or ``TRAINED`` (one stint of one trial). A stint ends
+``REACHED`` (trained to its target: the policy pauses or completes it),
+``PRUNED``, ``STOPPED`` (a signal: released), ``LEASE_LOST`` (another worker took
+it over: dropped) or ``FAILED``.
 """
 
 from __future__ import annotations
@@ -25,75 +32,96 @@ from typing import Any, Callable, Mapping
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model.errors import SaanError
+from hpo.scheduling.policy import PAUSE, PRUNE
+from hpo.scheduling.spec import StudySpec
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
 from hpo.service.trial_runs import TrialRun
-from hpo.scheduling.spec import StudySpec
 
 log = logging.getLogger(__name__)
 
+# What one turn of the loop did.
+FINISHED, IDLE, TRAINED = "finished", "idle", "trained"
+# How a stint of one trial ended.
+REACHED, PRUNED, STOPPED, LEASE_LOST, FAILED = "reached", "pruned", "stopped", "lease lost", "failed"
 
-class LeaseLost(Exception):
-    """Another worker took this trial over (this one stalled past its lease)."""
+RunFactory = Callable[[Mapping[str, Any]], TrialRun]
+
+
+def shuffled_claim_order(seed: int, n_trials: int) -> Callable[[int], int]:
+    """A claim order for ``simulate --order-seed``: decisions must not depend on it."""
+    ranks = list(range(n_trials))
+    random.Random(seed).shuffle(ranks)
+    return lambda number: ranks[number] if number < len(ranks) else number
 
 
 class Worker:
-    def __init__(self, spec: StudySpec, storage_url: str, make_run: Callable[[Mapping[str, Any]], TrialRun],
-                 artifacts: str | None = None, device: str = "auto", poll_seconds: float = 0.2,
-                 claim_seed: int | None = None, max_trials: int | None = None):
+    """Runs trials of one study with the parts it is given (see :meth:`attach`)."""
+
+    def __init__(self, spec: StudySpec, coordinator: Coordinator, checkpoints: CheckpointStore,
+                 optuna_study: optuna_link.OptunaStudy, make_run: RunFactory, *,
+                 device: str = "auto", poll_seconds: float = 0.2,
+                 claim_order: Callable[[int], int] | None = None):
         self.spec = spec
-        self.storage_url = storage_url
+        self.policy = spec.policy
+        self.coordinator = coordinator
+        self.checkpoints = checkpoints
+        self.optuna = optuna_study
         self.make_run = make_run
         self.device = device
         self.poll_seconds = poll_seconds
-        self.max_trials = max_trials  # for tests: stop after this many claims
-        self.engine = db.create_service_engine(storage_url)
-        self.coord = Coordinator(self.engine, spec)
-        self.checkpoints = CheckpointStore(artifacts or spec.artifacts, spec.name)
-        self.study = optuna_link.open_study(spec, optuna_link.optuna_storage(storage_url))
-        # Shuffled claim order (tests and benchmarks): decisions must not depend on it.
-        self.order_key = None
-        if claim_seed is not None:
-            ranks = list(range(len(spec.grid_points())))
-            random.Random(claim_seed).shuffle(ranks)
-            self.order_key = lambda number: ranks[number] if number < len(ranks) else number
+        self.claim_order = claim_order
         self.worker_id: str | None = None
-        self.current: int | None = None
+        self.current: int | None = None  # the trial whose lease the heartbeat renews
         self.stop_requested = threading.Event()
         self.lease_lost = threading.Event()
         self._done = threading.Event()
 
+    @classmethod
+    def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
+               artifacts: str | None = None, **options: Any) -> "Worker":
+        """A worker on ``storage_url``'s study with its own engine, checkpoint store and study."""
+        coordinator = Coordinator(db.create_service_engine(storage_url), spec)
+        return cls(spec, coordinator, CheckpointStore(artifacts or spec.artifacts, spec.name),
+                   optuna_link.OptunaStudy.open(spec, storage_url), make_run, **options)
+
+    def close(self) -> None:
+        """Release the database connections of the coordinator's engine."""
+        self.coordinator.engine.dispose()
+
     # ---- lifecycle -------------------------------------------------------
     def run(self) -> int:
-        self.worker_id = db.retrying(self.coord.register_worker, self.device, log=log)
+        self.worker_id = db.retrying(self.coordinator.register_worker, self.device, log=log)
         log.info("worker %s attached to study %r on %s (device %s)", self.worker_id,
-                 self.spec.name, db.mask_url(self.storage_url), self.device)
+                 self.spec.name, db.mask_url(str(self.coordinator.engine.url)), self.device)
         restore = self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
-        claims = 0
         try:
             while not self.stop_requested.is_set():
-                db.retrying(self.finalize, log=log)
-                if db.retrying(self.coord.open_count, log=log) == 0:
-                    log.info("study %r is finished", self.spec.name)
+                if self.step() == FINISHED:
                     break
-                if self.max_trials is not None and claims >= self.max_trials:
-                    break
-                claim = db.retrying(self.coord.claim, self.worker_id, self.order_key, log=log)
-                if claim is None:
-                    self._decide_ready_rungs()
-                    time.sleep(self.poll_seconds)
-                    continue
-                claims += 1
-                self.train(claim)
             db.retrying(self.finalize, log=log)
         finally:
             self._done.set()
             restore()
-            db.retrying(self.coord.worker_exited, self.worker_id, log=log, deadline=30)
+            db.retrying(self.coordinator.worker_exited, self.worker_id, log=log, deadline=30)
         return 0
+
+    def step(self) -> str:
+        """One turn of the loop: FINISHED, IDLE or TRAINED."""
+        db.retrying(self.finalize, log=log)
+        if db.retrying(self.coordinator.open_count, log=log) == 0:
+            log.info("study %r is finished", self.spec.name)
+            return FINISHED
+        claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
+        if claim is None:
+            self._decide_ready_rungs()
+            time.sleep(self.poll_seconds)
+            return IDLE
+        self.train(claim)
+        return TRAINED
 
     def _install_signal_handlers(self):
         if threading.current_thread() is not threading.main_thread():
@@ -112,108 +140,130 @@ class Worker:
         interval = max(0.05, self.spec.lease_seconds / 3)
         while not self._done.wait(interval):
             try:
-                if not self.coord.renew(self.worker_id, self.current):
+                if not self.coordinator.renew(self.worker_id, self.current):
                     self.lease_lost.set()
             except db.TRANSIENT_ERRORS as err:
                 log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
     # ---- one stint of one trial -----------------------------------------
     def train(self, claim: Claim) -> None:
+        """Train ``claim`` to its target epoch, then settle it as the stint ended."""
         self.current = claim.number
         self.lease_lost.clear()
-        trial = db.retrying(optuna_link.start_trial, self.study, claim.optuna_trial_id, log=log)
-        run = self.make_run(claim.params)
+        stint = Stint(self, claim)
+        try:
+            ended = stint.run()
+        except SaanError:
+            db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log)
+            raise  # bad input: every trial would fail the same way
+        except Exception:
+            log.exception("trial %d failed", claim.number)
+            ended = FAILED
+        finally:
+            self.current = None
+        self._settle(claim, ended)
+
+    def _settle(self, claim: Claim, ended: str) -> None:
+        settle = self.coordinator.settle
+        if ended == LEASE_LOST:
+            log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
+            return
+        if ended == FAILED:
+            db.retrying(settle, self.worker_id, claim.number, "failed", log=log)
+            return
+        if ended == PRUNED:
+            db.retrying(settle, self.worker_id, claim.number, "pruned", log=log)
+        elif ended == STOPPED:
+            db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log)
+        elif self.policy.at_target() == PAUSE:
+            db.retrying(settle, self.worker_id, claim.number, "paused", log=log)
+            decision = db.retrying(self.coordinator.decide_rung, claim.rung, self.worker_id, log=log)
+            if decision is not None:
+                log.info("rung %d decided at epoch %d: survivors %s, pruned %s", decision.rung,
+                         decision.epoch, list(decision.survivors), list(decision.pruned))
+        else:
+            db.retrying(settle, self.worker_id, claim.number, "complete", log=log)
+        db.retrying(self.finalize, log=log)
+
+    def _decide_ready_rungs(self) -> None:
+        """An idle worker decides any rung whose cohort is complete (e.g. after a failure)."""
+        if not self.policy.pauses_at_rungs:
+            return
+        for rung in db.retrying(self.coordinator.paused_rungs, log=log):
+            db.retrying(self.coordinator.decide_rung, rung, self.worker_id, log=log)
+
+    def finalize(self) -> None:
+        """Tell Optuna every settled trial's final state; drop pruned checkpoints."""
+        for row in self.coordinator.unfinalized():
+            self.optuna.finish_trial(row.number, row.state, row.last_value)
+            keep = row.state == "complete"
+            if not keep:
+                self.checkpoints.remove(row.checkpoint_id)
+            self.coordinator.mark_finalized(row.number, keep_checkpoint=keep)
+
+
+class Stint:
+    """One claim of one trial: resume it, train epochs until its target, say how it ended."""
+
+    def __init__(self, worker: Worker, claim: Claim):
+        self.worker = worker
+        self.trial = db.retrying(worker.optuna.start_trial, claim.optuna_trial_id, log=log)
+        self.claim, self.trial_run = self._resume(claim)
+        self.checkpoint = self.claim.checkpoint_id
+        self.started = time.time()
+        self.ended: str | None = None  # set by an epoch that stops the stint early
+
+    def _resume(self, claim: Claim) -> tuple[Claim, TrialRun]:
+        worker = self.worker
+        run = worker.make_run(claim.params)
         if claim.checkpoint_id:
             try:
-                run.load_bytes(self.checkpoints.load(claim.checkpoint_id))
+                run.load_bytes(worker.checkpoints.load(claim.checkpoint_id))
             except ArtifactNotFound:
                 # Lost checkpoint (deleted by hand, store not shared): retrain
                 # from scratch; Optuna ignores re-reports of epochs it has.
                 log.error("trial %d: checkpoint %s not found in %s; retraining from epoch 0",
-                          claim.number, claim.checkpoint_id, self.spec.artifacts)
-                run = self.make_run(claim.params)
+                          claim.number, claim.checkpoint_id, worker.spec.artifacts)
+                run = worker.make_run(claim.params)
                 claim = dataclasses.replace(claim, epochs_done=0)
         if run.epoch != claim.epochs_done:
             raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
                                f"stored progress {claim.epochs_done}")
         log.info("trial %d %s: epoch %d -> %d%s", claim.number, claim.params, claim.epochs_done,
                  claim.target_epoch, " (taken over)" if claim.takeover else "")
-        state = {"checkpoint": claim.checkpoint_id, "started": time.time(), "pruned": False}
-        final_epoch = self.spec.final_epoch
-        pruner_kind = self.spec.scheduler.kind in ("asha", "hyperband")
+        return claim, run
 
-        def on_epoch_end(epoch: int, metrics: dict) -> bool:
-            value = float(metrics[self.spec.metric])
-            db.retrying(optuna_link.report, trial, value, epoch, metrics, log=log)
-            checkpoint = self.checkpoints.save(claim.number, epoch, run.to_bytes())
-            held = db.retrying(self.coord.record_epoch, self.worker_id, claim.number, epoch, value,
-                               _plain(metrics), state["started"], checkpoint, log=log)
-            if not held or self.lease_lost.is_set():
-                self.checkpoints.remove(checkpoint)
-                raise LeaseLost()
-            if state["checkpoint"] != checkpoint:
-                self.checkpoints.remove(state["checkpoint"])
-            state["checkpoint"] = checkpoint
-            state["started"] = time.time()
-            log.info("trial %d epoch %d/%d %s=%.4f", claim.number, epoch, claim.target_epoch,
-                     self.spec.metric, value)
-            if pruner_kind and epoch < final_epoch and trial.should_prune():
-                # Optuna's pruner never sees the final epoch: a fully trained
-                # trial must complete, not be pruned (Optuna 5 pitfall).
-                state["pruned"] = True
-                return False
-            return not self.stop_requested.is_set()
+    def run(self) -> str:
+        """REACHED, PRUNED, STOPPED or LEASE_LOST."""
+        if self.trial_run.epoch < self.claim.target_epoch:
+            self.trial_run.fit(self.claim.target_epoch, on_epoch_end=self.on_epoch_end)
+        if self.ended is not None:
+            return self.ended
+        return STOPPED if self.trial_run.epoch < self.claim.target_epoch else REACHED
 
-        try:
-            if run.epoch < claim.target_epoch:
-                run.fit(claim.target_epoch, on_epoch_end=on_epoch_end)
-        except LeaseLost:
-            log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
-            self.current = None
-            return
-        except SaanError:
-            db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
-            self.current = None
-            raise  # bad input: every trial would fail the same way
-        except Exception:
-            log.exception("trial %d failed", claim.number)
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "failed", log=log)
-            self.current = None
-            return
-        self.current = None
-        self._settle(claim, run.epoch, state["pruned"])
-
-    def _settle(self, claim: Claim, epoch: int, pruned: bool) -> None:
-        if pruned:
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "pruned", log=log)
-        elif epoch < claim.target_epoch:  # stopped by a signal
-            db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
-        elif self.spec.scheduler.kind == "sync-halving":
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "paused", log=log)
-            decision = db.retrying(self.coord.decide_rung, claim.rung, self.worker_id, log=log)
-            if decision is not None:
-                log.info("rung %d decided at epoch %d: survivors %s, pruned %s", decision.rung,
-                         decision.epoch, list(decision.survivors), list(decision.pruned))
-        else:
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "complete", log=log)
-        db.retrying(self.finalize, log=log)
-
-    def _decide_ready_rungs(self) -> None:
-        """An idle worker decides any rung whose cohort is complete (e.g. after a failure)."""
-        if self.spec.scheduler.kind != "sync-halving":
-            return
-        for rung in db.retrying(self.coord.paused_rungs, log=log):
-            db.retrying(self.coord.decide_rung, rung, self.worker_id, log=log)
-
-    def finalize(self) -> None:
-        """Tell Optuna every settled trial's final state; drop pruned checkpoints."""
-        for row in self.coord.unfinalized():
-            optuna_link.finish_trial(self.study, row.number, row.state, row.last_value)
-            keep = row.state == "complete"
-            if not keep:
-                self.checkpoints.remove(row.checkpoint_id)
-            self.coord.mark_finalized(row.number, keep_checkpoint=keep)
+    def on_epoch_end(self, epoch: int, metrics: dict) -> bool:
+        """Report, checkpoint, record under the lease; False stops the run after this epoch."""
+        worker, number = self.worker, self.claim.number
+        value = float(metrics[worker.spec.metric])
+        db.retrying(optuna_link.report, self.trial, value, epoch, metrics, log=log)
+        checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.to_bytes())
+        held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
+                           _plain(metrics), self.started, checkpoint, log=log)
+        if not held or worker.lease_lost.is_set():
+            worker.checkpoints.remove(checkpoint)
+            self.ended = LEASE_LOST
+            return False
+        if self.checkpoint != checkpoint:
+            worker.checkpoints.remove(self.checkpoint)  # only now: the new one is recorded
+        self.checkpoint, self.started = checkpoint, time.time()
+        log.info("trial %d epoch %d/%d %s=%.4f", number, epoch, self.claim.target_epoch,
+                 worker.spec.metric, value)
+        if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
+            self.ended = PRUNED
+            return False
+        return not worker.stop_requested.is_set()
 
 
 def _plain(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
