@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def test_every_shipped_study_file_validates():
 
 def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     shutil.copy(ROOT / "studies" / "demo.toml", tmp_path / "demo.toml")
-    done = cli("launch", "demo.toml", cwd=tmp_path, timeout=900)  # default storage: runs/demo/
+    # The README's command (default storage: runs/demo/).
+    done = cli("launch", "demo.toml", "--workers", "2", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'runs' / 'demo' / 'study.db'}"
     assert len(epoch_rows(storage, "demo")) == 80
@@ -35,6 +37,13 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     best = study.best_trial
     assert best.value > 0.5, f"winner's validation SRCC {best.value:.3f} shows no learning"
     assert best.user_attrs["epochs"] == 31
+    # The winner the README quotes is the one a reader gets (CPU runs are reproducible).
+    quoted = re.search(r"\*\*trial (\d+), lr ([0-9e.+-]+) / batch (\d+), validation\s+SRCC ([0-9.]+)\*\*",
+                       (ROOT / "README.md").read_text())
+    assert quoted, "README: the demo's winner is not quoted"
+    number, lr, batch, srcc = quoted.groups()
+    assert (best.number, best.params["lr"], best.params["batch_size"], f"{best.value:.4f}") == (
+        int(number), float(lr), int(batch), srcc)
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == 15
     # Pruned trials' checkpoints are deleted; the winner's is kept for export.
     checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").glob("*.ckpt"))
