@@ -2,7 +2,9 @@
 
 Modules are imported only when their command runs, so ``saan-hpo status`` does
 not pay for importing torch. Bad input raises a :class:`model.errors.SaanError`;
-it is printed as one line and the exit code is 2.
+it is printed as one line and the exit code is 2. The grammar every command
+shares (study file or ``--study NAME``, ``-v`` anywhere, metavars) lives in
+``hpo/cli/options.py``; logging in ``hpo/cli/logs.py``.
 """
 
 from __future__ import annotations
