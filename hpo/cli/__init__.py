@@ -1,10 +1,12 @@
 """``saan-hpo``: one subcommand per module, each with ``add_arguments`` and ``run``.
 
-Modules are imported only when their command runs, so ``saan-hpo status`` does
-not pay for importing torch. Bad input raises a :class:`model.errors.SaanError`;
-it is printed as one line and the exit code is 2. The grammar every command
-shares (study file or ``--study NAME``, ``-v`` anywhere, metavars) lives in
-``hpo/cli/options.py``; logging in ``hpo/cli/logs.py``.
+Building the parser imports every command module, so each imports the service,
+readers, report or trainer it needs inside ``run``: ``saan-hpo status`` does not
+pay for torch, nor ``saan-hpo train`` for Optuna (about 1 s each). Bad input
+raises a :class:`model.errors.SaanError`; it is printed as one line and the exit
+code is 2. The grammar every command shares (study file or ``--study NAME``,
+``-v`` anywhere, metavars) lives in ``hpo/cli/options.py``; logging in
+``hpo/cli/logs.py``.
 """
 
 from __future__ import annotations
@@ -41,12 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # command not built yet
+        module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_global_options(command, top_level=False)
         module.add_arguments(command)

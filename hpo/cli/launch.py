@@ -11,15 +11,17 @@ shows the whole study; at the end the winner and the commands to run next.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import subprocess
 import sys
 import time
 
 from model.errors import SaanError
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                             data_option_argv, replay_curves, resolve_spec)
+from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_option_argv,
+                             replay_curves, study_spec)
+
+# The service, the readers, tqdm and torch are imported inside the functions that
+# use them: building the parser imports every command module (hpo/cli/__init__.py).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,18 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # The service is imported when the command runs, not when the parser is built
-    # (hpo/cli/__init__.py imports every command): ~1 s saved on every other command.
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.cli.session import next_commands
     from hpo.service.study import open_or_create
 
     if args.workers < 0:
         raise SaanError(f"--workers: expected an integer >= 0, got {args.workers}")
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
-    created = open_or_create(spec, storage)
+    created = open_or_create(spec, spec.storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
@@ -52,20 +51,20 @@ def run(args: argparse.Namespace) -> int:
     if args.workers == 0:
         code = 0
     elif args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts, curves)
+        code = _run_in_process(args, spec, curves)
     else:
-        code = _run_children(args, spec, storage, artifacts)
+        code = _run_children(args, spec)
     if code == 0:
         if args.workers:
-            _print_outcome(spec, storage, time.monotonic() - started)
-        print(next_commands(args, spec, storage))
+            _print_outcome(spec, time.monotonic() - started)
+        print(next_commands(args, spec))
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts, curves) -> int:
+def _run_in_process(args, spec, curves) -> int:
     from hpo.cli.session import run_worker
 
-    return run_worker(args, spec, storage, artifacts, curves, log_name="launch.log")
+    return run_worker(args, spec, curves, log_name="launch.log")
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -85,20 +84,20 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
     return [f"cuda:{i % count}" for i in range(n_workers)]
 
 
-def _run_children(args, spec, storage, artifacts) -> int:
+def _run_children(args, spec) -> int:
     from hpo.cli.progress import ProgressLine
     from hpo.cli.session import log_dir as logs_of
 
-    log_dir = logs_of(spec, artifacts)
+    log_dir = logs_of(spec)
     log_dir.mkdir(parents=True, exist_ok=True)
     # Children log to files and draw no bars; each CPU trial uses the trainer's
     # fixed thread count (model/train.py), whatever the number of workers.
-    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
+    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
     children = []
     for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
-                   "--artifacts", artifacts, "--device", device]
+                   "--artifacts", spec.artifacts, "--device", device]
         command += data_option_argv(args)
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
@@ -109,7 +108,7 @@ def _run_children(args, spec, storage, artifacts) -> int:
                          log_path, handle))
     print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
     try:
-        with ProgressLine(spec, storage):
+        with ProgressLine(spec):
             while any(p.poll() is None for p, _, _ in children):
                 time.sleep(0.5)
     except KeyboardInterrupt:
@@ -128,12 +127,12 @@ def _run_children(args, spec, storage, artifacts) -> int:
     return code
 
 
-def _print_outcome(spec, storage, seconds: float) -> None:
+def _print_outcome(spec, seconds: float) -> None:
     from hpo.readers.status import progress_snapshot
     from hpo.readers.results import best_trial
 
-    snapshot = progress_snapshot(spec, storage)
-    best = best_trial(spec.name, storage)
+    snapshot = progress_snapshot(spec, spec.storage)
+    best = best_trial(spec.name, spec.storage)
     print(f"epochs spent: {snapshot['epochs_spent']} (plan {spec.planned_epochs()}, "
           f"full grid {spec.full_grid_epochs()}); wall time {seconds:.1f}s")
     if best is None:

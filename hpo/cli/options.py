@@ -14,6 +14,7 @@ Metavars name the kind of value: FILE, DIR, URL, NAME, N, SECONDS, DEVICE.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from model.config import ConfigError
@@ -52,15 +53,9 @@ def add_study_file(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint store directory, shared by all workers (default: the study file's)")
 
 
-def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, str, str]:
-    """Spec, storage URL and artifact store: flags, then $SAAN_HPO_STORAGE, then the file.
-
-    launch hands its URL to child workers through the environment, so a
-    password in it never shows in a process list.
-    """
-    spec = load_spec(args.study_file)
-    storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
-    return spec, storage, args.artifacts or spec.artifacts
+def study_spec(args: argparse.Namespace) -> StudySpec:
+    """The study file after ``--data``, its storage and artifacts resolved (:func:`apply_data_option`)."""
+    return apply_data_option(args, load_spec(args.study_file))
 
 
 # ---- a stored study (status, report, export, curves, table) ---------------------------
@@ -98,7 +93,7 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
 def replay_curves(args: argparse.Namespace, spec: StudySpec):
     if not getattr(args, "replay_curves", None):
         return None
-    from hpo.service.learning_curves import LearningCurves
+    from hpo.service.learning_curves import LearningCurves  # imported when replaying only
 
     return LearningCurves.load(args.replay_curves, spec)
 
@@ -117,24 +112,22 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
                        help="with --data synthetic: the twin's study name (default <name>-synthetic)")
 
 
-def apply_data_option(args: argparse.Namespace, spec: StudySpec, storage: str,
-                      artifacts: str) -> tuple[StudySpec, str, str]:
-    """(spec, storage, artifacts) after ``--data``; unchanged unless it is ``synthetic``.
+def apply_data_option(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
+    """``spec`` after ``--data`` (its synthetic twin, or itself), with storage and artifacts
+    resolved for that name: flags, then $SAAN_HPO_STORAGE, then the study's own.
 
-    Storage and artifacts are resolved again for the new name, with the same
-    precedence as ``resolve_spec``: flags, then $SAAN_HPO_STORAGE (how launch
-    hands its URL to child workers), then the (renamed) study's own.
+    launch hands its URL to child workers through the environment, so a
+    password in it never shows in a process list.
     """
-    if getattr(args, "data", "study") != "synthetic":
+    if getattr(args, "data", "study") == "synthetic":
+        spec = synthetic_override(spec, args.epochs, getattr(args, "name", None))
+    else:
         for flag, value in (("--epochs", getattr(args, "epochs", None)),
                             ("--name", getattr(args, "name", None))):
             if value is not None:
                 raise ConfigError(spec.source, flag, "only with --data synthetic")
-        return spec, storage, artifacts
-    small = synthetic_override(spec, args.epochs, getattr(args, "name", None))
-    storage = args.storage or os.environ.get(STORAGE_ENV) or small.storage
-    artifacts = args.artifacts or small.artifacts
-    return small, storage, artifacts
+    return dataclasses.replace(spec, storage=args.storage or os.environ.get(STORAGE_ENV) or spec.storage,
+                               artifacts=getattr(args, "artifacts", None) or spec.artifacts)
 
 
 def data_option_argv(args: argparse.Namespace) -> list[str]:

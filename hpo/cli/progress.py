@@ -24,8 +24,8 @@ BAR_FORMAT = "{desc}: {n}/{total} epochs |{bar}| {elapsed}<{remaining}{postfix}"
 
 
 class ProgressLine:
-    def __init__(self, spec: StudySpec, storage_url: str, interval: float = 1.0):
-        self.spec, self.storage_url, self.interval = spec, storage_url, interval
+    def __init__(self, spec: StudySpec, interval: float = 1.0):
+        self.spec, self.interval = spec, interval
         self.drawn = progress_enabled()
         self._bar = None
         self._stop = threading.Event()
@@ -65,7 +65,7 @@ class ProgressLine:
 
     def _fields(self) -> dict | None:
         try:
-            return progress_fields(self.spec, progress_snapshot(self.spec, self.storage_url))
+            return progress_fields(self.spec, progress_snapshot(self.spec, self.spec.storage))
         except Exception as err:  # a progress line never stops a worker
             log.debug("progress line: %s", err)
             return None

@@ -14,9 +14,9 @@ from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 
 
-def log_dir(spec: StudySpec, artifacts: str | None) -> Path:
+def log_dir(spec: StudySpec) -> Path:
     """runs/<study>/logs/ beside the checkpoint store."""
-    return Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
+    return Path(spec.artifacts).parent / "logs" if spec.artifacts else Path("runs") / spec.name / "logs"
 
 
 def concrete_device(name: str | None, replay: bool) -> str:
@@ -36,28 +36,29 @@ def concrete_device(name: str | None, replay: bool) -> str:
     return name
 
 
-def run_worker(args: argparse.Namespace, spec: StudySpec, storage: str, artifacts: str,
-               curves, log_name: str = "worker.log") -> int:
+def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_name: str = "worker.log") -> int:
     """One worker in this process until the study is finished (or it is stopped)."""
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = concrete_device(args.device or spec.run.trainer.device, replay=curves is not None)
     make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds)
-    worker = Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device)
+    worker = Worker.attach(spec, spec.storage, make_run, device=device)
     try:
-        with ProgressLine(spec, storage) as line:
+        with ProgressLine(spec) as line:
             if line.drawn:
-                path = attach_log_file(log_dir(spec, artifacts) / log_name)
+                path = attach_log_file(log_dir(spec) / log_name)
                 line.note(f"log: {path}")
             return worker.run()
     finally:
         worker.close()
 
 
-def next_commands(args: argparse.Namespace, spec: StudySpec, storage: str) -> str:
+def next_commands(args: argparse.Namespace, spec: StudySpec) -> str:
     """The commands to run next, with this study's name and real storage URL."""
     from hpo.readers.status import progress_snapshot
+
+    storage = spec.storage
 
     ref = f"--study {shlex.quote(spec.name)} --storage {shlex.quote(db.mask_url(storage))}"
     lines = ["next:",

@@ -8,11 +8,10 @@ nothing is stored.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 
 from hpo.cli.options import (add_data_option, add_device_option, add_replay, add_study_file,
-                             apply_data_option, replay_curves, resolve_spec)
+                             replay_curves, study_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at the top: the parser imports every command (start-up time).
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.cli.session import next_commands, run_worker
     from hpo.service.study import attach
 
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)  # storage and artifacts resolved
     curves = replay_curves(args, spec)
-    attach(spec, storage)
-    code = run_worker(args, spec, storage, artifacts, curves, log_name=f"worker-{os.getpid()}.log")
+    attach(spec, spec.storage)
+    code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log")
     if code == 0:
-        print(next_commands(args, spec, storage))
+        print(next_commands(args, spec))
     return code

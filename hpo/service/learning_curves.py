@@ -27,7 +27,7 @@ class LearningCurves:
 
     @classmethod
     def load(cls, path: str | Path, spec: StudySpec) -> "LearningCurves":
-        import pandas as pd
+        import pandas as pd  # only when curves are replayed: workers that train never pay for it
 
         source = str(path)
         try:
