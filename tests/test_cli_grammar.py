@@ -129,3 +129,20 @@ def test_third_party_messages_only_from_warnings_unless_verbose(capsys, verbose)
     assert ("optuna.storages chatter" in err) is verbose
     # One format: ours, also for Optuna's records.
     assert " WARNING optuna.storages: optuna.storages warning" in err
+
+
+def test_status_leader_is_the_trial_furthest_along_then_the_best():
+    from types import SimpleNamespace as Row
+
+    from hpo.readers.status import leader
+
+    def row(number, state, epochs, value):
+        return Row(number=number, state=state, epochs_done=epochs, last_value=value)
+
+    trials = [row(0, "pruned", 3, 0.99), row(1, "paused", 7, 0.50), row(2, "running", 7, 0.70),
+              row(3, "running", 5, 0.95), row(4, "waiting", 0, None)]
+    assert leader(trials, "maximize").number == 2  # furthest along (7 epochs), then the best there
+    assert leader(trials, "minimize").number == 1
+    assert leader([row(0, "pruned", 1, 0.1), row(1, "waiting", 0, None)], "maximize") is None
+    tie = [row(5, "complete", 31, 0.9), row(3, "complete", 31, 0.9)]
+    assert leader(tie, "maximize").number == 3  # the lower number, as in a rung decision
