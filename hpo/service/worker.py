@@ -73,9 +73,8 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.claim_order = claim_order
         self.worker_id: str | None = None
-        self.current: int | None = None  # the trial whose lease the heartbeat renews
+        self.held: HeldLease | None = None  # the lease the heartbeat renews
         self.stop_requested = threading.Event()
-        self.lease_lost = threading.Event()
         self._done = threading.Event()
 
     @classmethod
@@ -139,18 +138,18 @@ class Worker:
     def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.lease_seconds / 3)
         while not self._done.wait(interval):
+            held = self.held  # one stint's lease: a late answer about an earlier one is ignored
             try:
-                if not self.coordinator.renew(self.worker_id, self.current):
-                    self.lease_lost.set()
+                if not self.coordinator.renew(self.worker_id, held and held.number) and held:
+                    held.lost.set()
             except db.TRANSIENT_ERRORS as err:
                 log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
     # ---- one stint of one trial -----------------------------------------
     def train(self, claim: Claim) -> None:
         """Train ``claim`` to its target epoch, then settle it as the stint ended."""
-        self.current = claim.number
-        self.lease_lost.clear()
-        stint = Stint(self, claim)
+        self.held = HeldLease(claim.number)
+        stint = Stint(self, claim, self.held)
         try:
             ended = stint.run()
         except SaanError:
@@ -160,7 +159,7 @@ class Worker:
             log.exception("trial %d failed", claim.number)
             ended = FAILED
         finally:
-            self.current = None
+            self.held = None
         self._settle(claim, ended)
 
     def _settle(self, claim: Claim, ended: str) -> None:
@@ -202,11 +201,19 @@ class Worker:
             self.coordinator.mark_finalized(row.number, keep_checkpoint=keep)
 
 
+class HeldLease:
+    """The lease of one stint; ``lost`` is set when a renewal finds another worker holds it."""
+
+    def __init__(self, number: int):
+        self.number = number
+        self.lost = threading.Event()
+
+
 class Stint:
     """One claim of one trial: resume it, train epochs until its target, say how it ended."""
 
-    def __init__(self, worker: Worker, claim: Claim):
-        self.worker = worker
+    def __init__(self, worker: Worker, claim: Claim, lease: HeldLease):
+        self.worker, self.lease = worker, lease
         self.trial = db.retrying(worker.optuna.start_trial, claim.optuna_trial_id, log=log)
         self.claim, self.trial_run = self._resume(claim)
         self.checkpoint = self.claim.checkpoint_id
@@ -249,7 +256,7 @@ class Stint:
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.to_bytes())
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
                            _plain(metrics), self.started, checkpoint, log=log)
-        if not held or worker.lease_lost.is_set():
+        if not held or self.lease.lost.is_set():
             worker.checkpoints.remove(checkpoint)
             self.ended = LEASE_LOST
             return False
