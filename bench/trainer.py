@@ -48,6 +48,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("SAAN_HPO_NO_PROGRESS", "1")
+# The paper-style loop uses torch's default (every core); give the trainer the
+# same, not its reproducible one-thread-per-trial default, to compare loops.
+os.environ.setdefault("SAAN_HPO_THREADS", str(os.cpu_count() or 1))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

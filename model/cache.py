@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,10 +42,10 @@ from model import rowfile
 from model.config import DataConfig
 from model.errors import ImageError
 from model.images import bad_image, decode_or_error
+from model.progress import progress_enabled
 from model.rowfile import RowFile, file_checksum  # noqa: F401  (file_checksum: tests re-seal files)
 
 CACHE_VERSION = 2
-ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
 
 
 @dataclass
@@ -86,10 +85,6 @@ class Cache:
     def bad_rows(self, rows: np.ndarray, images: np.ndarray) -> list[int]:
         """Rows among ``rows`` (read into ``images``) whose bytes fail their CRC; checks each row once."""
         return self.file.bad_rows(rows, images)
-
-
-def progress_disabled() -> bool:
-    return os.environ.get(ENV_NO_PROGRESS) == "1" or not sys.stderr.isatty()
 
 
 def cache_key(root: Path, rows: list[tuple[str, float]], split: str, image_size: int) -> str:
@@ -141,7 +136,7 @@ def _decode_into(pixels: np.ndarray, root: Path, rows: list[tuple[str, float]], 
     # PIL decodes and resizes without the GIL, so one thread per core uses
     # them all; errors come back as values and are judged here in the main thread.
     bar = tqdm(total=len(jobs), desc=f"caching {path.name.split('-')[0]} images", unit="img",
-               leave=False, disable=progress_disabled(), dynamic_ncols=True)
+               leave=False, disable=not progress_enabled(), dynamic_ncols=True)
     with bar, ThreadPoolExecutor(max_workers=_cores()) as pool:
         for i, result in enumerate(pool.map(decode_or_error, jobs, chunksize=8)):
             bar.update()

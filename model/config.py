@@ -124,7 +124,8 @@ class TrainerConfig:
     seed: int = 0
     # "auto" picks cuda when available; "cpu", "cuda", "cuda:1" are taken as given.
     device: str = "auto"
-    # Deterministic algorithms (exact resume on CPU); slower on CUDA.
+    # Deterministic algorithms on CUDA (slower). CPU training is always
+    # deterministic, with a fixed thread count per trial (model/train.py).
     deterministic: bool = False
     # bf16 autocast applies on CUDA only (CPU trains in fp32); channels_last on both.
     amp: bool = True

@@ -37,7 +37,6 @@ import io
 import logging
 import os
 import random
-import sys
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -55,6 +54,7 @@ from model.data import ImageSplit, ensure_dataset, flip_batch, normalise_batch, 
 from model.errors import CheckpointError
 from model.feed import Feed
 from model.metrics import compute_metrics
+from model.progress import progress_enabled
 from model.saan import SAAN, build_saan
 from model.weights import load_pretrained
 
@@ -62,12 +62,12 @@ CHECKPOINT_FORMAT = 1
 EVAL_BATCH_FACTOR = 4
 MAX_DECAYS = 4  # the paper stops decaying after epoch 40: base * 0.1**4
 ENV_THREADS = "SAAN_HPO_THREADS"
-ENV_NO_PROGRESS = "SAAN_HPO_NO_PROGRESS"
 # torch.compile's backend ("inductor" unless set; tests use "eager" to count graphs cheaply).
 ENV_COMPILE_BACKEND = "SAAN_HPO_COMPILE_BACKEND"
 # Graphs one process may compile for the model call: a configuration needs up to
 # four (train and eval batch, each full and last partial), a grid several configurations.
 COMPILE_RECOMPILE_LIMIT = 64
+CPU_THREADS = 1  # per trial, whatever the machine: see configure_threads
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, dict], "bool | None"]
@@ -93,11 +93,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def configure_threads() -> None:
-    # Several trainers may share a machine (one per worker process); the
-    # operator decides the split with SAAN_HPO_THREADS, otherwise torch's default.
-    if os.environ.get(ENV_THREADS):
-        torch.set_num_threads(int(os.environ[ENV_THREADS]))
+def configure_threads(on_cuda: bool) -> None:
+    """A fixed number of CPU threads per trial: CPU_THREADS, or SAAN_HPO_THREADS.
+
+    How oneDNN and OpenMP split a convolution's or a reduction's work depends
+    on the thread count, and with it the last bits of every float. A trial
+    that always uses the same count computes the same numbers on any machine
+    and with any number of workers beside it, so halving decisions and the
+    winner are reproducible; more cores are used by running more workers
+    (``launch --workers N``), never by giving a trial more threads.
+    SAAN_HPO_THREADS overrides it (results then depend on that number).
+    """
+    threads = os.environ.get(ENV_THREADS)
+    if threads or not on_cuda:
+        torch.set_num_threads(int(threads or CPU_THREADS))
 
 
 def configure_cpu() -> None:
@@ -107,7 +116,13 @@ def configure_cpu() -> None:
 
 
 def configure_determinism(deterministic: bool, on_cuda: bool) -> None:
-    if deterministic:
+    """Deterministic algorithms always on CPU; on CUDA only with ``trainer.deterministic``.
+
+    On CPU they cost next to nothing and, with the fixed thread count, make a
+    trial bitwise repeatable. On CUDA they are slower and still not bitwise
+    across GPU models or driver versions (see README, "Reproducibility").
+    """
+    if deterministic or not on_cuda:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # warn_only: pooling backward has no deterministic CUDA kernel; exactness is promised on CPU
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -182,7 +197,7 @@ class Trainer:
         self.log = _Log(log)
         self.device = resolve_device(device or t.device)
         self.on_cuda = self.device.type == "cuda"
-        configure_threads()
+        configure_threads(self.on_cuda)
         if not self.on_cuda:
             configure_cpu()
         configure_determinism(t.deterministic, self.on_cuda)
@@ -291,8 +306,7 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _progress(self, total: int, desc: str):
-        quiet = os.environ.get(ENV_NO_PROGRESS) == "1" or not sys.stderr.isatty()
-        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=quiet,
+        return tqdm(total=total, desc=desc, unit="img", leave=False, disable=not progress_enabled(),
                     dynamic_ncols=True)
 
     # ---- evaluation ----------------------------------------------------------

@@ -75,6 +75,12 @@ def blog_boundaries() -> list[int]:
     return rung_epochs("cumulative", 2, 5, 1)
 
 
+def create_study(study: Path, storage: str | None = None) -> None:
+    """What ``launch`` does first (workers only attach): create the study, run nothing."""
+    spec = load_spec(study)
+    open_or_create(spec, storage or spec.storage)
+
+
 def cli(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict | None = None):
     return subprocess.run([sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})

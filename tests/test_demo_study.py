@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import optuna
 
 from hpo.readers.published import FILE_NAME as PUBLISHED_FIGURES
 from hpo.scheduling.spec import load_spec
-from studyfiles import cli, epoch_rows
+from studyfiles import cli, epoch_rows, stored_rungs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +31,8 @@ def test_every_shipped_study_file_validates():
 
 def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     shutil.copy(ROOT / "studies" / "demo.toml", tmp_path / "demo.toml")
-    done = cli("launch", "demo.toml", cwd=tmp_path, timeout=900)  # default storage: runs/demo/
+    # The README's command (default storage: runs/demo/).
+    done = cli("launch", "demo.toml", "--workers", "2", cwd=tmp_path, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     storage = f"sqlite:///{tmp_path / 'runs' / 'demo' / 'study.db'}"
     assert len(epoch_rows(storage, "demo")) == 80
@@ -38,6 +40,13 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     best = study.best_trial
     assert best.value > 0.5, f"winner's validation SRCC {best.value:.3f} shows no learning"
     assert best.user_attrs["epochs"] == 31
+    # The winner the README quotes is the one a reader gets (CPU runs are reproducible).
+    quoted = re.search(r"\*\*trial (\d+), lr ([0-9e.+-]+) / batch (\d+), validation\s+SRCC ([0-9.]+)\*\*",
+                       (ROOT / "README.md").read_text())
+    assert quoted, "README: the demo's winner is not quoted"
+    number, lr, batch, srcc = quoted.groups()
+    assert (best.number, best.params["lr"], best.params["batch_size"], f"{best.value:.4f}") == (
+        int(number), float(lr), int(batch), srcc)
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == 15
     # Pruned trials' checkpoints are deleted; the winner's is kept for export.
     checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").glob("*.ckpt"))
@@ -55,3 +64,33 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     exported = RunConfig.load(out)
     assert exported.trainer.lr == best.params["lr"]
     assert exported.trainer.batch_size == best.params["batch_size"]
+
+
+def shrunk_demo(path: Path) -> Path:
+    """The demo with half its grid, 3 rungs and 80 images: the same kind of run in a fraction of the time."""
+    text = (ROOT / "studies" / "demo.toml").read_text()
+    for old, new in (("batch_size = [64, 32, 16, 8]", "batch_size = [16, 8]"), ("rungs = 5", "rungs = 3"),
+                     ("synthetic_n = 240", "synthetic_n = 80"), ('name = "demo"', 'name = "demo-small"')):
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+def test_same_decisions_and_winner_with_1_and_2_worker_processes(tmp_path):
+    """Reproducible on CPU: a fixed thread count per trial and deterministic algorithms."""
+    outcomes = []
+    for workers in (1, 2):
+        cwd = tmp_path / f"w{workers}"
+        cwd.mkdir()
+        study = shrunk_demo(cwd / "demo-small.toml")
+        done = cli("launch", str(study), "--workers", str(workers), cwd=cwd, timeout=400)
+        assert done.returncode == 0, done.stderr[-3000:]
+        storage = f"sqlite:///{cwd / 'runs' / 'demo-small' / 'study.db'}"
+        study = optuna.load_study(study_name="demo-small", storage=storage)
+        curves = {t.number: t.intermediate_values for t in study.trials}
+        outcomes.append((stored_rungs(storage, "demo-small"), study.best_trial.number, curves))
+    (rungs_1, best_1, curves_1), (rungs_2, best_2, curves_2) = outcomes
+    assert [epoch for epoch, _, _ in rungs_1] == [1, 3, 7]
+    assert rungs_1 == rungs_2 and best_1 == best_2
+    assert curves_1 == curves_2  # bitwise: every reported value of every trial

@@ -14,12 +14,14 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.service import db
-from studyfiles import blog_boundaries, epoch_rows, oracle, stored_rungs, write_curves, write_study
+from studyfiles import (blog_boundaries, create_study, epoch_rows, oracle, stored_rungs, write_curves,
+                        write_study)
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
 
 
 def start_worker(study: Path, storage: str, curves: Path, trace: Path, cwd: Path, seconds: float):
+    create_study(study, storage)  # only launch creates; workers attach
     env = {**os.environ, "SAAN_HPO_REPLAY_TRACE": str(trace)}
     log = open(cwd / f"worker-{time.monotonic_ns()}.log", "w")
     return subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study), "--storage", storage,

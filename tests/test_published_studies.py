@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from hpo.cli.options import apply_data_option
 from hpo.readers.published import COMPARED_COLUMNS
 from hpo.readers.results import stored_spec
 from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, TEST_SCORE_COLUMNS, axis_columns,
-                               recompute_metrics, to_markdown)
+                               recompute_metrics, stored_predictions, to_markdown)
 from hpo.scheduling.spec import load_spec
 from hpo.scheduling.synthetic_twin import synthetic_mapping, synthetic_override, synthetic_study_text
 from hpo.service import db
@@ -95,7 +96,8 @@ def test_data_option_resolves_storage_for_the_new_name(monkeypatch):
     assert twin.storage != spec.storage and twin.artifacts != spec.artifacts
     args = argparse.Namespace(data="synthetic", epochs=None, storage="sqlite:///x.db", artifacts="a")
     small = apply_data_option(args, spec)
-    assert (small.storage, small.artifacts, small.final_epoch) == ("sqlite:///x.db", "a", 2)
+    assert (small.storage, small.artifacts, small.final_epoch) == ("sqlite:///x.db", "a",
+                                                                  spec.final_epoch)
     monkeypatch.setenv("SAAN_HPO_STORAGE", "sqlite:///from-launch.db")  # a child worker
     args = argparse.Namespace(data="synthetic", epochs=2, storage=None, artifacts=None)
     assert apply_data_option(args, spec).storage == "sqlite:///from-launch.db"
@@ -107,6 +109,24 @@ def test_data_option_resolves_storage_for_the_new_name(monkeypatch):
         apply_data_option(argparse.Namespace(data="study", epochs=3), spec)
     with pytest.raises(Exception, match="--epochs"):
         synthetic_mapping(spec, epochs=0)
+    with pytest.raises(Exception, match="--name"):
+        apply_data_option(argparse.Namespace(data="study", epochs=None, name="x"), spec)
+    named = argparse.Namespace(data="synthetic", epochs=7, storage=None, artifacts=None, name="blog-7")
+    small = apply_data_option(named, load_spec(STUDIES / "blog-grid.toml"))
+    assert (small.name, small.storage, small.artifacts) == ("blog-7", "sqlite:///runs/blog-7/study.db",
+                                                            "runs/blog-7/artifacts")
+    assert small.boundaries == [1, 3, 7]  # the rungs that fit in 7 epochs
+
+
+def test_synthetic_twin_keeps_the_study_shape_by_default():
+    blog = load_spec(STUDIES / "blog-grid.toml")
+    twin = synthetic_override(blog)
+    assert twin.boundaries == blog.boundaries == [1, 3, 7, 15, 31]
+    assert twin.planned_epochs() == blog.planned_epochs() == 80
+    assert synthetic_override(blog, epochs=100).boundaries == blog.boundaries  # a cap, not a target
+    variants = load_spec(STUDIES / "variants.toml")
+    assert synthetic_override(variants).boundaries == variants.boundaries == [44]
+    assert synthetic_override(variants, epochs=3).boundaries == [3]
 
 
 def test_markdown_table_and_axis_names():
@@ -153,10 +173,14 @@ def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: 
     for trial in study.trials:
         scores = trial.user_attrs[ATTR_METRICS]
         assert set(scores) == set(TEST_SCORE_COLUMNS)
-        predictions = trial.user_attrs[ATTR_PREDICTIONS]
-        assert all(round(p, 6) == p for p in predictions)
+        # Predictions live in the artifact store, not in Optuna's user attributes.
+        assert ATTR_PREDICTIONS not in trial.user_attrs
+        assert len(json.dumps(trial.user_attrs)) < 800, trial.user_attrs
         with _cwd(tmp):
-            assert recompute_metrics(stored_study, trial.user_attrs, trial.params) == scores
+            stored = stored_predictions(stored_study, trial)
+            predictions = stored[ATTR_PREDICTIONS]
+            assert len(predictions) >= 1 and all(round(p, 6) == p for p in predictions)
+            assert recompute_metrics(stored_study, stored, trial.params) == scores
         row = frame[frame["trial"] == trial.number].iloc[0]
         assert row["srcc"] == pytest.approx(scores["srcc"], abs=1e-5)
 
@@ -231,6 +255,8 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
     study.write_text(text)
     argv = synthetic_argv(study, tmp_path, epochs)
     storage = storage_of(tmp_path, name)
+    created = cli("launch", *argv, "--workers", "0", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr[-3000:]
     with open(tmp_path / "killed-worker.log", "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", *argv], cwd=tmp_path,
                                   stdout=log, stderr=subprocess.STDOUT)

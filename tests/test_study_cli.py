@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import optuna
 import pytest
 import sqlalchemy as sa
 
@@ -77,6 +80,42 @@ def test_worker_with_a_different_grid_or_scheduler_is_refused(tmp_path):
     assert count_rows(storage) == before
 
 
+def test_only_launch_creates_a_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage)
+    curves = write_curves(tmp_path / "c.csv", [[0.1 * i] * 31 for i in range(16)])
+    # No database yet: refused, and no file is left behind.
+    line = one_error_line(cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path))
+    assert "blog.toml" in line and "'blog' not found" in line and "saan-hpo launch" in line
+    assert not (tmp_path / "study.db").exists()
+
+    # A database holding another study: still refused, nothing added to either side's tables.
+    other = write_study(tmp_path / "other.toml", name="other", storage=storage)
+    assert cli("launch", str(other), "--workers", "0", cwd=tmp_path).returncode == 0
+    names = optuna.get_all_study_names(storage)
+    rows = count_rows(storage)
+    line = one_error_line(cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path))
+    assert "'blog' not found" in line
+    # The forgotten --data synthetic of the issue: the twin was never launched.
+    line = one_error_line(cli("worker", str(other), "--data", "synthetic", "--epochs", "1",
+                              "--storage", storage, cwd=tmp_path))
+    assert "'other-synthetic' not found" in line
+    assert optuna.get_all_study_names(storage) == names == ["other"]
+    assert count_rows(storage) == rows
+
+    # A spec that differs from the stored study: refused the same way.
+    changed = write_study(tmp_path / "changed.toml", name="other", storage=storage, eta=4)
+    line = one_error_line(cli("worker", str(changed), "--replay-curves", str(curves), cwd=tmp_path))
+    assert "changed.toml" in line and "scheduler" in line and "differs" in line
+    assert count_rows(storage) == rows and optuna.get_all_study_names(storage) == ["other"]
+
+    # Once launched, the worker attaches and finishes it.
+    assert cli("launch", str(study), "--workers", "0", cwd=tmp_path).returncode == 0
+    done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "saan-hpo status --study blog --storage " + storage in done.stdout
+
+
 def test_export_without_a_finished_trial_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = write_study(tmp_path / "blog.toml", storage=storage)
@@ -104,6 +143,10 @@ def test_status_and_export_of_a_finished_study(tmp_path):
         (0, 1, 16), (1, 3, 8), (2, 7, 4), (3, 15, 2), (4, 31, 1)]
     assert "epochs spent 80 of 80 planned (full grid 496)" in status.stdout
     assert "finished" in status.stdout
+    assert "winner: trial 15 {'lr': 1e-06, 'batch_size': 8} srcc=0.1800 after 31 epochs" in status.stdout
+    workers = [line.split() for line in lines if line.split()[:1] and "-" in line.split()[0]
+               and len(line.split()) >= 5 and line.split()[3] == "exited"]
+    assert [w[2] for w in workers] == ["cpu"], status.stdout  # the device used, not "auto"
 
     out = tmp_path / "best.toml"
     done = cli("export", "--study", "blog", "--storage", storage, "-o", str(out))
@@ -115,6 +158,34 @@ def test_status_and_export_of_a_finished_study(tmp_path):
     assert exported.trainer.epochs == 31
     text = out.read_text()
     assert "trial 15" in text and "validation srcc: 0.18" in text
+
+
+def test_reading_commands_take_the_study_file_or_its_name(tmp_path):
+    study = write_study(tmp_path / "blog.toml")  # default storage: runs/blog/study.db
+    table = [[0.01 * i + 0.001 * e for e in range(31)] for i in range(16)]
+    curves = write_curves(tmp_path / "c.csv", table)
+    done = cli("launch", str(study), "--replay-curves", str(curves), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    storage = "sqlite:///runs/blog/study.db"
+    assert f"saan-hpo export --study blog --storage {storage} --evaluate" in done.stdout
+    by_file = cli("status", str(study), cwd=tmp_path)
+    by_name = cli("status", "--study", "blog", "-v", cwd=tmp_path)  # -v after the subcommand
+    by_url = cli("-v", "status", "--study", "blog", "--storage", storage, cwd=tmp_path)
+    assert by_file.returncode == by_name.returncode == by_url.returncode == 0, by_name.stderr
+    shown = [re.sub(r"\S+ ago", "", done.stdout) for done in (by_file, by_name, by_url)]  # heartbeats
+    assert shown[0] == shown[1] == shown[2] and "winner: trial 15" in shown[0]
+
+    done = cli("export", str(study), cwd=tmp_path)  # default output: runs/<study>/best.toml
+    assert done.returncode == 0, done.stderr
+    assert "trial 15" in (tmp_path / "runs" / "blog" / "best.toml").read_text()
+    assert not (tmp_path / "best.toml").exists()
+    done = cli("curves", "--study", "blog", "-o", "c2.csv", cwd=tmp_path)
+    assert done.returncode == 0 and (tmp_path / "c2.csv").exists(), done.stderr
+
+    line = one_error_line(cli("status", cwd=tmp_path))
+    assert "STUDY.toml" in line and "--study NAME" in line
+    line = one_error_line(cli("status", str(study), "--study", "blog", cwd=tmp_path))
+    assert "not both" in line
 
 
 def test_reading_commands_never_create_a_database(tmp_path):

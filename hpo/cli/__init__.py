@@ -4,17 +4,20 @@ Building the parser imports every command module, so each imports the service,
 readers, report or trainer it needs inside ``run``: ``saan-hpo status`` does not
 pay for torch, nor ``saan-hpo train`` for Optuna (about 1 s each). Bad input
 raises a :class:`model.errors.SaanError`; it is printed as one line and the exit
-code is 2.
+code is 2. The grammar every command shares (study file or ``--study NAME``,
+``-v`` anywhere, metavars) lives in ``hpo/cli/options.py``; logging in
+``hpo/cli/logs.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from model.errors import SaanError
+from hpo.cli.logs import configure_logging
+from hpo.cli.options import add_global_options
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,11 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="saan-hpo",
         description="Hyperparameter search for SAAN (artistic image aesthetics) on Optuna: "
                     "successive halving over a grid, workers that attach from any machine.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_global_options(parser, top_level=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         command = sub.add_parser(name, help=help_text, description=help_text)
+        add_global_options(command, top_level=False)
         module.add_arguments(command)
         command.set_defaults(run=module.run)
     return parser
@@ -50,10 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     try:
         return int(args.run(args) or 0)
     except SaanError as err:

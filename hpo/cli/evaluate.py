@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from hpo.cli.options import add_device_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint written by train or a study worker")
-    parser.add_argument("--split", choices=("test", "val", "train"), default="test")
+    parser.add_argument("checkpoint", metavar="FILE", help="a checkpoint written by train or a study worker")
+    parser.add_argument("--split", choices=("test", "val", "train"), default="test",
+                        help="which split to score (default test)")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: the checkpoint's trainer.device)")
+    add_device_option(parser, "scoring")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,11 +47,11 @@ def launch_many(args: argparse.Namespace) -> int:
     started = time.monotonic()
     code = _run_pool(args, names, storage, machine_args, specs)
     if code == 0:
-        from hpo.cli.launch import _print_outcome
+        from hpo.cli.session import print_outcome
 
         for spec in specs:
             print(f"== {spec.name}")
-            _print_outcome(spec, time.monotonic() - started)
+            print_outcome(spec, time.monotonic() - started)
     return code
 
 
@@ -85,7 +85,7 @@ def _machine_argv(specs: list[StudySpec]) -> list[str]:
 
 
 def _run_pool(args, names, storage, machine_argv, specs) -> int:
-    from hpo.cli.launch import local_devices
+    from hpo.cli.session import local_devices
 
     log_dir = Path("runs") / "fleet-logs"
     log_dir.mkdir(parents=True, exist_ok=True)

@@ -16,10 +16,13 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="folder to create (must not exist)")
-    parser.add_argument("--n", type=_positive, default=400, help="number of images (default 400)")
-    parser.add_argument("--size", type=_positive, default=96, help="image side in pixels (default 96)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("dir", metavar="DIR", help="folder to create (must not exist)")
+    parser.add_argument("--n", type=_positive, default=400, metavar="N",
+                        help="number of images (default 400)")
+    parser.add_argument("--size", type=_positive, default=96, metavar="N",
+                        help="image side in pixels (default 96)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="random seed: the same seed writes the same images (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:

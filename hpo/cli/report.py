@@ -1,4 +1,4 @@
-"""``saan-hpo report --study NAME --storage URL [-o FILE.html] [--open] [--to-dashboard] [--png DIR]``.
+"""``saan-hpo report (STUDY.toml | --study NAME) [--storage URL] [-o FILE] [--open] [--to-dashboard] [--png DIR]``.
 
 Writes one self-contained HTML file (plotly.js inlined: it opens offline) of a
 running study (a snapshot) or a finished one. ``--to-dashboard`` also stores
@@ -12,12 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-from hpo.cli.options import add_study_name
+from hpo.cli.options import add_study_ref, study_ref
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_name(parser)
-    parser.add_argument("-o", "--output", metavar="FILE.html",
+    add_study_ref(parser)
+    parser.add_argument("-o", "--output", metavar="FILE",
                         help="where to write the report (default: reports/<study>.html)")
     parser.add_argument("--open", action="store_true", help="open the report in the default browser")
     parser.add_argument("--to-dashboard", action="store_true",
@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     browser = png.check_png_export() if args.png else None  # fail before writing anything
     started = time.perf_counter()
-    page, data, figures = render(args.study, args.storage)
-    output = Path(args.output) if args.output else default_output(args.study)
+    name, storage = study_ref(args)
+    page, data, figures = render(name, storage)
+    output = Path(args.output) if args.output else default_output(name)
     write_atomically(output, page)
     seconds = time.perf_counter() - started
     state = "finished" if data.finished else "running (snapshot)"
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {seconds:.2f}s): "
           f"{len(data.trials)} trials, {state}, {winner}")
     if args.to_dashboard:
-        graph_ids = save_to_dashboard(args.study, args.storage, figures)
+        graph_ids = save_to_dashboard(name, storage, figures)
         print(f"stored the survivor curves and worker timeline in the study for optuna-dashboard "
               f"(graphs {', '.join(graph_ids)})")
     if browser is not None:

@@ -1,4 +1,4 @@
-"""``saan-hpo simulate STUDY.toml --curves FILE.csv [--json]``: choose eta, rungs and
+"""``saan-hpo simulate STUDY.toml --curves FILE [--json]``: choose eta, rungs and
 schedule on recorded curves before spending GPU hours."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study_file", metavar="STUDY.toml")
-    parser.add_argument("--curves", required=True, metavar="FILE.csv",
+    parser.add_argument("study_file", metavar="STUDY.toml",
+                        help="study file whose grid and scheduler to replay")
+    parser.add_argument("--curves", required=True, metavar="FILE",
                         help="CSV: one column per grid axis, then epoch and value")
-    parser.add_argument("--order-seed", type=int, default=None,
+    parser.add_argument("--order-seed", type=int, default=None, metavar="N",
                         help="claim trials in a shuffled order (default: grid order)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -1,4 +1,4 @@
-"""``saan-hpo status --study NAME --storage URL`` (or ``status STUDY.toml``).
+"""``saan-hpo status (STUDY.toml | --study NAME) [--storage URL]``: where a study stands.
 
 ``saan-hpo status --storage URL`` without a study: every study and every worker
 of the storage (hpo/readers/fleet_status.py).
@@ -8,31 +8,21 @@ from __future__ import annotations
 
 import argparse
 
-from model.errors import SaanError
+from hpo.cli.options import add_study_ref, study_ref
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study_file", nargs="?", metavar="STUDY.toml",
-                        help="study file (or give --study and --storage)")
-    parser.add_argument("--study", metavar="NAME", help="one study (default: every study)")
-    parser.add_argument("--storage", metavar="URL")
+    add_study_ref(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.results import stored_spec
-    from hpo.scheduling.spec import load_spec
     from hpo.readers.status import render_status
 
-    if args.study_file:
-        spec = load_spec(args.study_file)
-        name, storage = spec.name, args.storage or spec.storage
-    elif args.study and args.storage:
-        name, storage = args.study, args.storage
-    elif args.storage:
+    if not args.study_file and not args.study and args.storage:
         return _fleet(args.storage)
-    else:
-        raise SaanError("status: expected STUDY.toml, or --study NAME and --storage URL")
+    name, storage = study_ref(args)
     print(render_status(stored_spec(name, storage), storage))
     return 0
 

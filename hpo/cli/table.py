@@ -1,4 +1,4 @@
-"""``saan-hpo table --study NAME --storage URL [--format markdown|csv]``: the comparison table.
+"""``saan-hpo table (STUDY.toml | --study NAME) [--storage URL] [--format markdown|csv]``: the comparison table.
 
 One row per trial: the grid axes, state, epochs, then test accuracy (and the
 constant predictor's), PLCC, SRCC and MSE of each finished trial's checkpoint.
@@ -12,16 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpo.cli.options import add_study_name
+from hpo.cli.options import add_device_option, add_study_ref, study_ref
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_study_name(parser)
+    add_study_ref(parser)
     parser.add_argument("--format", choices=("markdown", "csv"), default="markdown",
                         help="output format (default markdown)")
     parser.add_argument("--artifacts", metavar="DIR", help="checkpoint store (default: the study's)")
-    parser.add_argument("--device", default=None,
-                        help="device for scoring checkpoints not scored yet (default: the trainer config's)")
+    add_device_option(parser, "scoring checkpoints not scored yet")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,8 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from hpo.readers.results import stored_spec
     from hpo.readers.table import study_table, to_csv, to_markdown
 
+    name, storage = study_ref(args)
     published = load_published_if_any()  # a bad figures file fails before any scoring
-    frame = study_table(args.study, args.storage, artifacts=args.artifacts, device=args.device)
-    frame = with_published(frame, stored_spec(args.study, args.storage), published)
+    frame = study_table(name, storage, artifacts=args.artifacts, device=args.device)
+    frame = with_published(frame, stored_spec(name, storage), published)
     sys.stdout.write(to_markdown(frame) if args.format == "markdown" else to_csv(frame))
     return 0

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from model.config import RunConfig, dump_toml
 from model.errors import CheckpointError
+from hpo.cli.options import add_device_option
 
 CHECKPOINT = "last.pt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="run config (TOML with [data], [model], [trainer])")
-    parser.add_argument("--out", help="output folder (default runs/<config stem>)")
-    parser.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: trainer.device)")
+    parser.add_argument("config", metavar="FILE", help="run config (TOML with [data], [model], [trainer])")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default runs/<config stem>)")
+    parser.add_argument("--resume", action="store_true", help="continue from DIR/last.pt")
+    add_device_option(parser, "training")
 
 
 def run(args: argparse.Namespace) -> int:

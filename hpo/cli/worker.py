@@ -1,4 +1,8 @@
-"""``saan-hpo worker STUDY.toml --storage URL [--device cuda:K]``: attach one worker.
+"""``saan-hpo worker STUDY.toml [--storage URL] [--device DEVICE]``: attach one worker.
+
+A worker never creates a study: the study must have been created by
+``saan-hpo launch`` with the same spec, else it is refused (exit 2) and
+nothing is stored.
 
 Without a study file, ``saan-hpo worker --storage URL [--study NAME ...]`` serves
 every unfinished study in the storage (or the named ones), with this machine's
@@ -12,12 +16,12 @@ import dataclasses
 import os
 
 from hpo.cli.options import (STORAGE_ENV, add_data_option, add_replay, add_study_file,
-                              replay_curves, study_spec)
+                             replay_curves, study_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_file(parser, optional=True)
-    parser.add_argument("--device", default=None,
+    parser.add_argument("--device", metavar="DEVICE", default=None,
                         help="cpu, cuda or cuda:K (default: the trainer config's, auto; "
                              "without a study file $SAAN_HPO_DEVICE, else auto)")
     add_data_option(parser)
@@ -46,26 +50,25 @@ def run(args: argparse.Namespace) -> int:
         return run_fleet(args)
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from model.errors import SaanError
+    from hpo.cli.session import next_commands, run_worker
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
-    from hpo.service.study import open_or_create
-    from hpo.service.trial_runs import run_factory
-    from hpo.service.worker import Worker
+    from hpo.service.study import attach
 
     for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
                         ("--cache-dir", args.cache_dir), ("--weights-dir", args.weights_dir),
                         ("--stint-epochs", args.stint_epochs)):
         if value is not None:
             raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
-    spec = study_spec(args)
+    spec = study_spec(args)  # storage and artifacts resolved
     curves = replay_curves(args, spec)
     check_before_creating(spec, spec.storage, curves is not None)
     with db.naming(spec.storage):
-        open_or_create(spec, spec.storage)
-        device = args.device or spec.run.trainer.device
-        make_run = run_factory(spec, device=device, curves=curves,
-                               epoch_seconds=args.replay_epoch_seconds)
-        return Worker.attach(spec, spec.storage, make_run, device=device).run()
+        attach(spec, spec.storage)  # a worker never creates a study
+        code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log")
+    if code == 0:
+        print(next_commands(args, spec))
+    return code
 
 
 def run_fleet(args: argparse.Namespace) -> int:

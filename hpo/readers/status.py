@@ -52,6 +52,36 @@ def live_workers(workers, lease_seconds: float, now: float | None = None) -> lis
     return [w for w in workers if w.state == "active" and now - w.heartbeat_at <= lease_seconds]
 
 
+def progress_fields(spec: StudySpec, snap: dict[str, Any]) -> dict[str, Any]:
+    """What the live progress line shows, from a snapshot (pure)."""
+    states = [t.state for t in snap["trials"]]
+    n_rungs = len(spec.boundaries)
+    if spec.scheduler.kind == "sync-halving":
+        rung = min(snap["rungs_decided"], n_rungs - 1)  # the rung being trained towards
+    else:
+        rung = max((t.rung for t in snap["trials"] if t.state == "running"), default=0)
+    text = (f"rung {rung + 1}/{n_rungs} · running {states.count('running')} · "
+            f"paused {states.count('paused')} · pruned {states.count('pruned')}")
+    if snap["finished"]:
+        text += " · finished"
+    return {"epochs_spent": snap["epochs_spent"], "planned": snap["planned"], "rung": rung,
+            "text": text}
+
+
+def leader(trials, direction: str):
+    """The winner of a finished study, or the current leader of a running one (pure).
+
+    Of the trials still in the race (not pruned or failed) with a reported
+    value, the one furthest along (most epochs), then the best value, then the
+    lower trial number -- the same tie-break as a rung decision.
+    """
+    sign = -1 if direction == "maximize" else 1
+    alive = [t for t in trials if t.state not in ("pruned", "failed") and t.last_value is not None]
+    if not alive:
+        return None
+    return min(alive, key=lambda t: (-t.epochs_done, sign * t.last_value, t.number))
+
+
 def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -> str:
     snap = progress_snapshot(spec, storage_url)
     now = time.time() if now is None else now
@@ -74,14 +104,19 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     complete = [t for t in snap["trials"] if t.state == "complete"]
     failed = [t for t in snap["trials"] if t.state == "failed"]
     lines.append(f"complete: {len(complete)}  failed: {len(failed)}")
+    best = leader(snap["trials"], spec.direction)
+    if best is not None:
+        title = "winner" if snap["finished"] else "leader"
+        lines.append(f"{title}: trial {best.number} {json.loads(best.params_json)} "
+                     f"{spec.metric}={best.last_value:.4f} after {best.epochs_done} epochs")
     lines.append("")
-    lines.append(f"{'worker':<32} {'host':<16} {'device':<8} {'state':<7} {'trial':>5} {'heartbeat':>10}")
+    lines.append(f"{'worker':<32} {'host':<16} {'device':<10} {'state':<7} {'trial':>5} {'heartbeat':>10}")
     live_ids = {w.id for w in live_workers(snap["workers"], spec.lease_seconds, now)}
     for w in snap["workers"]:
         trial = "-" if w.current_trial is None else str(w.current_trial)
         # "silent": registered active but no heartbeat within a lease (killed, or its host is gone)
         state = "silent" if w.state == "active" and w.id not in live_ids else w.state
-        lines.append(f"{w.id[:32]:<32} {(w.host or '')[:16]:<16} {(w.device or '')[:8]:<8} "
+        lines.append(f"{w.id[:32]:<32} {(w.host or '')[:16]:<16} {(w.device or '')[:10]:<10} "
                      f"{state:<7} {trial:>5} {_ago(now - w.heartbeat_at):>10}")
     if not snap["workers"]:
         lines.append("(no worker has attached yet)")

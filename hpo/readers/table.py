@@ -5,13 +5,16 @@ Columns: the trial number, the grid axes (named by field: ``model.norm`` is
 constant "<= 5" predictor's accuracy on the same images, PLCC, SRCC and MSE.
 
 Each COMPLETE trial's checkpoint is scored on the test split once; the scores
-and the predictions behind them are stored on the Optuna trial as user
-attributes, so later tables (and anyone reading the study with Optuna) reuse
-them without loading a network:
+are stored on the Optuna trial, the predictions behind them beside its
+checkpoints in the study's artifact store, so later tables reuse them without
+loading a network and ``optuna best-trial`` stays a short row:
 
-- ``test_metrics``: ``model.metrics.compute_metrics`` of the stored predictions;
-- ``test_predictions``: predicted scores (0-10, rounded to 1e-6) in test-CSV order;
-- ``test_skipped``: test images that were missing or unreadable (no prediction).
+- user attribute ``test_metrics``: ``model.metrics.compute_metrics`` of the
+  stored predictions;
+- user attribute ``test_predictions_artifact``: the artifact id of a JSON file
+  (``stored_predictions`` reads it) holding ``test_predictions``, predicted
+  scores (0-10, rounded to 1e-6) in test-CSV order, and ``test_skipped``, test
+  images that were missing or unreadable (no prediction).
 
 The metrics are computed *from the rounded predictions*, so
 ``recompute_metrics`` (predictions against the test CSV's true scores) gives
@@ -21,6 +24,7 @@ with empty scores: their checkpoints are deleted or still changing.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 TEST_SCORE_COLUMNS = ("accuracy", "constant_accuracy", "plcc", "srcc", "mse")
 PREDICTION_DIGITS = 6
 ATTR_METRICS, ATTR_PREDICTIONS, ATTR_SKIPPED = "test_metrics", "test_predictions", "test_skipped"
+ATTR_PREDICTIONS_ARTIFACT = "test_predictions_artifact"
 
 
 class NoFinishedTrial(SaanError):
@@ -76,6 +81,28 @@ def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | Non
     skipped = set(attrs.get(ATTR_SKIPPED) or ())
     true = [score for name, score in split_rows(cfg, "test") if name not in skipped]
     return compute_metrics(attrs[ATTR_PREDICTIONS], true)
+
+
+def predictions_artifact_id(store, number: int) -> str:
+    return f"{store.prefix}-t{number}-test-predictions.json"
+
+
+def store_predictions(store, number: int, scored: dict[str, Any]) -> str:
+    """Write a trial's test predictions as a JSON artifact; its id."""
+    artifact_id = predictions_artifact_id(store, number)
+    payload = {k: scored[k] for k in (ATTR_PREDICTIONS, ATTR_SKIPPED)}
+    store.write(artifact_id, json.dumps(payload).encode())
+    return artifact_id
+
+
+def stored_predictions(spec: StudySpec, trial, artifacts: str | None = None) -> dict[str, Any] | None:
+    """A scored trial's ``test_predictions`` and ``test_skipped``, read back from the artifact store."""
+    from hpo.service.checkpoints import CheckpointStore
+
+    artifact_id = trial.user_attrs.get(ATTR_PREDICTIONS_ARTIFACT)
+    if not artifact_id:
+        return None
+    return json.loads(CheckpointStore(artifacts or spec.artifacts, spec.name).load(artifact_id))
 
 
 # ---- the table --------------------------------------------------------------------
@@ -127,10 +154,13 @@ def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict
                     trial.number, checkpoint_id, spec.artifacts)
         return None
     log.info("trial %d %s: scoring the test split", trial.number, trial.params)
-    attrs = score_trial(spec, trial.params, payload, device)
+    scored = score_trial(spec, trial.params, payload, device)
+    # Predictions first: a trial with metrics always has its predictions stored.
+    artifact_id = store_predictions(store, trial.number, scored)
     optuna_link.store_finished_trial_attrs(
-        storage, optuna_link.trial_id(storage, spec.name, trial.number), attrs)
-    return attrs[ATTR_METRICS]
+        storage, optuna_link.trial_id(storage, spec.name, trial.number),
+        {ATTR_METRICS: scored[ATTR_METRICS], ATTR_PREDICTIONS_ARTIFACT: artifact_id})
+    return scored[ATTR_METRICS]
 
 
 # ---- rendering --------------------------------------------------------------------

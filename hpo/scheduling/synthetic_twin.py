@@ -12,11 +12,14 @@ makes it expensive:
 - ``[model]``: the resnet18 SAAN with a ``HEAD_HIDDEN``-wide head and random
   init (no pretrained files are needed); the grid's model axes (norm,
   branches) still vary as in the study;
-- epochs: ``kind = "none"`` trains every configuration for ``epochs``; the
+- epochs: by default the study's own ladder (every rung, the same final
+  epoch), so the twin makes the same kind of decisions; ``epochs`` caps it:
+  ``kind = "none"`` then trains every configuration for ``epochs``, the
   halving kinds keep eta, schedule and min_epochs but only as many rungs as
   fit in ``epochs`` (at least one).
 
-The result is another study: its name gets the ``-synthetic`` suffix and its
+The result is another study: its name gets the ``-synthetic`` suffix (or the
+one given, to keep twins with different caps apart) and its
 spec hash differs from the BAID study's, so the two never share a storage row
 even in the same database. Default storage and artifact paths follow the new
 name; paths the study file set explicitly are kept.
@@ -32,7 +35,6 @@ from model.config import ConfigError, dump_toml
 from hpo.scheduling.spec import StudySpec, default_artifacts, default_storage, spec_from_mapping
 
 SUFFIX = "-synthetic"
-DEFAULT_EPOCHS = 2
 SYNTHETIC_N = 80
 SYNTHETIC_SIZE = 32
 IMAGE_SIZE = 32
@@ -43,11 +45,24 @@ def synthetic_name(name: str) -> str:
     return name if name.endswith(SUFFIX) else name + SUFFIX
 
 
-def synthetic_mapping(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> dict[str, dict[str, Any]]:
-    """The study file of the small synthetic twin of ``spec``, as parsed TOML."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(spec.source, "--epochs", f"expected an integer >= 1, got {epochs!r}")
-    name = synthetic_name(spec.name)
+def twin_epochs(spec: StudySpec, cap: int | None = None) -> int:
+    """Epochs per configuration of the twin: the study's final boundary, at most ``cap``."""
+    if cap is None:
+        return spec.final_epoch
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+        raise ConfigError(spec.source, "--epochs", f"expected an integer >= 1, got {cap!r}")
+    return min(cap, spec.final_epoch)
+
+
+def synthetic_mapping(spec: StudySpec, epochs: int | None = None,
+                      name: str | None = None) -> dict[str, dict[str, Any]]:
+    """The study file of the small synthetic twin of ``spec``, as parsed TOML.
+
+    ``epochs`` caps the epochs per configuration (default: the study's ladder
+    in full); ``name`` replaces ``<name>-synthetic``.
+    """
+    epochs = twin_epochs(spec, epochs)
+    name = name or synthetic_name(spec.name)
     study: dict[str, Any] = {"name": name, "metric": spec.metric, "direction": spec.direction,
                              "lease_seconds": spec.lease_seconds}
     if spec.description:
@@ -73,17 +88,18 @@ def synthetic_mapping(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> dict[str
             "scheduler": scheduler, **run}
 
 
-def synthetic_override(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> StudySpec:
+def synthetic_override(spec: StudySpec, epochs: int | None = None,
+                       name: str | None = None) -> StudySpec:
     """``spec`` on tiny synthetic data with a small SAAN, named ``<name>-synthetic``."""
-    return spec_from_mapping(synthetic_mapping(spec, epochs),
+    return spec_from_mapping(synthetic_mapping(spec, epochs, name),
                              source=f"{spec.source} (--data synthetic)")
 
 
-def synthetic_study_text(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> str:
+def synthetic_study_text(spec: StudySpec, epochs: int | None = None, name: str | None = None) -> str:
     """The synthetic twin as a study file: launching it equals ``launch --data synthetic``."""
-    header = (f"{spec.name} ({spec.source}) on synthetic data, {epochs} epochs: written by "
-              "hpo.scheduling.synthetic_twin.synthetic_study_text")
-    mapping = synthetic_mapping(spec, epochs)
+    header = (f"{spec.name} ({spec.source}) on synthetic data, {twin_epochs(spec, epochs)} epochs: "
+              "written by hpo.scheduling.synthetic_twin.synthetic_study_text")
+    mapping = synthetic_mapping(spec, epochs, name)
     mapping["grid"] = {_toml_key(k): v for k, v in mapping["grid"].items()}
     return dump_toml(mapping, header=header)
 

@@ -58,6 +58,10 @@ class CheckpointStore:
             raise checkpoint_file.write_error(self.where(artifact_id), err) from None
         return artifact_id
 
+    def write(self, artifact_id: str, payload: bytes) -> None:
+        """Any other per-trial artifact under a chosen id (e.g. test predictions)."""
+        self.store.write(artifact_id, io.BytesIO(payload))
+
     def load(self, artifact_id: str) -> bytes:
         """The checkpoint's verified payload; ArtifactNotFound, or DamagedCheckpoint."""
         try:

@@ -1,9 +1,11 @@
 """Create a study, or resume / attach to one stored with the same spec.
 
-Creation happens once, whoever gets there first: the study row's primary key
-decides, the others wait until it is marked ready. A study file whose grid,
-scheduler or settings differ from the stored study is refused before anything
-is written.
+Only ``launch`` creates (``open_or_create``); a worker only attaches
+(``attach``), so a mistyped storage URL or a forgotten ``--data synthetic``
+never leaves a stray study behind. Creation happens once, whoever gets there
+first: the study row's primary key decides, the others wait until it is marked
+ready. A study file whose grid, scheduler or settings differ from the stored
+study is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 
 import sqlalchemy as sa
 
+from model.errors import SaanError
 from hpo.service import db, optuna_link
 from hpo.service.coordination import Coordinator
 from hpo.service.preflight import check_storage, sqlite_folder_to_create
@@ -85,6 +88,36 @@ def _settings_changed(stored: dict, spec: StudySpec) -> bool:
     return (stored.get("settings_json") is None
             or json.loads(stored["settings_json"]) != spec.settings()
             or stored.get("priority") != spec.priority)
+
+
+class UnknownStudy(SaanError):
+    """A worker named a study that no launch has created in this storage."""
+
+
+def attach(spec: StudySpec, storage_url: str, wait_seconds: float = 120.0) -> None:
+    """Check that the study exists in this storage with this spec; write nothing.
+
+    What a worker does instead of creating: an unknown study or one whose
+    spec differs is one clear error (exit 2), and the storage is left as it
+    was -- not even an empty database file or table is created.
+    """
+    try:
+        with db.reading(storage_url) as conn:
+            row = conn.execute(sa.select(db.studies).where(db.studies.c.name == spec.name)).first()
+    except db.StorageError as err:
+        if "cannot open" in str(err):
+            raise
+        row = None  # no database file, or one without saan-hpo's tables
+    if row is None:
+        raise UnknownStudy(f"{spec.source}: study {spec.name!r} not found in {db.mask_url(storage_url)}; "
+                           "a worker only attaches: create the study with `saan-hpo launch` first")
+    engine = db.create_service_engine(storage_url)
+    try:
+        coord = Coordinator(engine, spec)
+        coord.check_spec(row._asdict())
+        _wait_ready(coord, wait_seconds)
+    finally:
+        engine.dispose()
 
 
 def _wait_ready(coord: Coordinator, wait_seconds: float) -> None:
