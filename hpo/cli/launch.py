@@ -4,6 +4,16 @@ study and run N local workers until it is finished.
 One worker runs in this process. Several run as child processes (one per GPU
 when there are GPUs, round-robin), each logging to runs/<study>/logs/; this
 process shows the study's progress and prints the winner at the end.
+
+Supervision: the children run in their own session (process group), so a
+signal to launch's process group -- Ctrl-C, ``timeout``, systemd, SLURM,
+``docker stop`` -- reaches launch alone, and launch passes exactly ONE stop
+request (SIGTERM) to each child per signal it gets: the first signal lets every
+worker finish its epoch in flight, checkpoint it and release its trial, then
+launch exits 0; a second one is forwarded as a hard stop (epochs abandoned,
+trials released, non-zero exit). A launch that dies without forwarding
+(SIGKILL) still leaves no orphan: each child gets SIGTERM from the kernel
+(Linux PR_SET_PDEATHSIG) or notices its parent is gone (hpo/service/stops.py).
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.service.stops import StopRequests
+
+    stops = StopRequests()
+    restore = stops.install()  # first thing: a signal from now on only sets a flag
+    try:
+        return _launch(args, stops)
+    finally:
+        restore()
+
+
+def _launch(args: argparse.Namespace, stops) -> int:
     from model.errors import SaanError
     from hpo.service.study import open_or_create
 
@@ -44,16 +66,21 @@ def run(args: argparse.Namespace) -> int:
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
     started = time.monotonic()
-    if args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts)
+    if stops.graceful.is_set():
+        code = 0
+    elif args.workers == 1:
+        code = _run_in_process(args, spec, storage, artifacts, stops)
     else:
-        code = _run_children(args, spec, storage, artifacts)
-    if code == 0:
+        code = _run_children(args, spec, storage, artifacts, stops)
+    if stops.graceful.is_set():
+        print(f"stopped by a signal (exit {code}); trials in flight were released: run the same "
+              "launch command again to resume the study", flush=True)
+    elif code == 0:
         _print_outcome(spec, storage, time.monotonic() - started)
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts) -> int:
+def _run_in_process(args, spec, storage, artifacts, stops) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
@@ -61,7 +88,7 @@ def _run_in_process(args, spec, storage, artifacts) -> int:
     curves = replay_curves(args, spec)
     worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
                                                epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed)
+                    artifacts=artifacts, device=device, claim_seed=args.claim_seed, stops=stops)
     return worker.run()
 
 
@@ -82,12 +109,14 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
     return [f"cuda:{i % count}" for i in range(n_workers)]
 
 
-def _run_children(args, spec, storage, artifacts) -> int:
+def _run_children(args, spec, storage, artifacts, stops) -> int:
     from hpo.readers.status import progress_snapshot
+    from hpo.service.stops import ENV_PARENT_PID
 
     log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
+    env[ENV_PARENT_PID] = str(os.getpid())
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
     if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
         # CPU workers share the cores: oversubscribed OpenMP threads spin
@@ -103,20 +132,27 @@ def _run_children(args, spec, storage, artifacts) -> int:
                         "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
         log_path = log_dir / f"worker-{i}.log"
         handle = open(log_path, "ab")
-        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env),
-                         log_path, handle))
+        # Own session: the group's signals reach launch only, which forwards them once.
+        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True), log_path, handle))
     print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
     bar = _progress_bar(spec)
+    forwarded = 0
+    next_update = time.monotonic() + 1.0
     try:
         while any(p.poll() is None for p, _, _ in children):
-            time.sleep(1.0)
-            _update_bar(bar, progress_snapshot(spec, storage))
-    except KeyboardInterrupt:
-        for p, _, _ in children:
-            p.terminate()  # workers checkpoint the epoch in flight and release their trials
-        for p, _, _ in children:
-            p.wait()
-        raise
+            if stops.signals > forwarded and forwarded < 2:
+                forwarded += 1
+                what = "stop" if forwarded == 1 else "hard stop"
+                print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
+                for p, _, _ in children:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+                continue
+            time.sleep(0.1)
+            if time.monotonic() >= next_update:
+                next_update = time.monotonic() + 1.0
+                _update_bar(bar, progress_snapshot(spec, storage))
     finally:
         if bar is not None:
             _update_bar(bar, progress_snapshot(spec, storage))

@@ -19,6 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.service.stops import StopRequests, die_with_parent, parent_gone
+
+    # First thing: from here a signal only sets a flag (the Worker decides at a
+    # safe point), and a worker whose launcher dies stops like on SIGTERM.
+    stops = StopRequests()
+    restore = stops.install()
+    die_with_parent()
+    if parent_gone():
+        stops.request()
+    try:
+        return _run(args, stops)
+    finally:
+        restore()
+
+
+def _run(args: argparse.Namespace, stops) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.study import open_or_create
     from hpo.service.worker import Worker
@@ -32,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
                                                epoch_seconds=args.replay_epoch_seconds),
                     artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials())
+                    max_trials=_max_trials(), stops=stops)
     return worker.run()
 
 

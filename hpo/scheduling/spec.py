@@ -42,7 +42,8 @@ from hpo.scheduling.rungs import SCHEDULES, planned_epochs, rung_epochs
 
 SCHEDULER_KINDS = ("sync-halving", "asha", "hyperband", "none")
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
-STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description"}
+STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
+              "max_retries"}
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
@@ -77,6 +78,9 @@ class StudySpec:
     scheduler: SchedulerSpec
     run: RunConfig
     lease_seconds: float = 30.0
+    # A trial whose run raises is retried from its checkpoint this many times,
+    # then FAILED. Operational like lease_seconds: not part of the spec's hash.
+    max_retries: int = 2
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -156,6 +160,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     lease = study.get("lease_seconds", 30)
     if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
         raise ConfigError(source, "study.lease_seconds", f"expected a number > 0, got {lease!r}")
+    retries = study.get("max_retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(source, "study.max_retries", f"expected an integer >= 0, got {retries!r}")
     for key in ("storage", "artifacts", "description"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
@@ -175,6 +182,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         scheduler=scheduler,
         run=run,
         lease_seconds=float(lease),
+        max_retries=retries,
         description=study.get("description", ""),
         raw=dict(raw),
     )

@@ -65,6 +65,12 @@ trials = sa.Table(
     sa.Column("finalized", sa.Boolean, nullable=False, default=False),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", sa.Float),
+    # Runs that raised so far, and the last error as JSON {type, message, host,
+    # epoch, final}; a trial is retried from its checkpoint until failures
+    # exceed [study] max_retries. Added after the first release: nullable, and
+    # add_missing_columns() puts them into databases created before.
+    sa.Column("failures", sa.Integer, default=0),
+    sa.Column("error_json", sa.Text),
 )
 
 rungs = sa.Table(
@@ -185,6 +191,29 @@ def is_sqlite(engine: Engine) -> bool:
 
 def create_tables(engine: Engine) -> None:
     metadata.create_all(engine)
+    add_missing_columns(engine)
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns newer releases defined to tables created by older ones.
+
+    Idempotent, so every command that opens a study may run it: a study started
+    before an upgrade resumes after it. Returns the columns added ("table.column").
+    """
+    added = []
+    with engine.begin() as conn:
+        inspector = sa.inspect(conn)
+        for table in metadata.sorted_tables:
+            if not inspector.has_table(table.name):
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 @contextmanager
@@ -200,6 +229,7 @@ def reading(storage_url: str) -> Iterator[sa.Connection]:
         raise StorageError(f"storage {mask_url(storage_url)}: no database file at {path}")
     engine = create_service_engine(storage_url)
     try:
+        _add_missing_columns_if_writable(engine)  # before our connection holds any lock
         try:
             conn = engine.connect()
         except sa.exc.SQLAlchemyError as err:
@@ -211,6 +241,15 @@ def reading(storage_url: str) -> Iterator[sa.Connection]:
             yield conn
     finally:
         engine.dispose()
+
+
+def _add_missing_columns_if_writable(engine: Engine) -> None:
+    # A reading command on a database from an older release: add the new
+    # columns so the readers' queries work; a read-only database stays as it is.
+    try:
+        add_missing_columns(engine)
+    except sa.exc.SQLAlchemyError:
+        pass
 
 
 def first_line(err: BaseException) -> str:

@@ -7,17 +7,31 @@ lease -- in that order, so a worker killed at any point loses at most the
 epoch in flight and never a reported value (a re-reported epoch is ignored by
 Optuna and, with deterministic training, has the same value anyway).
 
-SIGTERM / SIGINT: the epoch in flight finishes and is checkpointed, the lease
-is given back (another worker resumes the trial), and the worker exits 0. A
-second signal stops at once; the lease then simply expires.
+Stops (hpo/service/stops.py): the first SIGTERM / SIGINT lets the epoch in
+flight finish and be checkpointed, gives the lease back (another worker resumes
+the trial) and exits 0. A second one abandons the epoch at the next batch,
+releases the trial -- resumable from its last durable checkpoint -- and exits
+non-zero. Signal handlers only set flags, so neither lands inside a database or
+checkpoint write, and an error raised while a stop is under way releases the
+trial instead of failing it.
+
+Failures: a run that raises is retried from its last checkpoint, by any
+worker, up to ``[study] max_retries`` times, then FAILED with its error (type,
+message, host, epoch) stored for status, report and table. Running out of GPU
+memory fails at once: the same batch size will not fit next time either.
+
+Non-finite objectives (a diverged model's undefined SRCC) are stored as NULL,
+reported to Optuna as NaN (its pruners prune NaN at a rung), rank last at
+their rung and never complete a trial (hpo/scheduling/rungs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
-import signal
+import socket
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -28,6 +42,7 @@ from model.errors import SaanError
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
+from hpo.service.stops import HARD_STOP_EXIT, StopRequests, parent_gone
 from hpo.service.trial_runs import TrialRun
 from hpo.scheduling.spec import StudySpec
 
@@ -38,10 +53,15 @@ class LeaseLost(Exception):
     """Another worker took this trial over (this one stalled past its lease)."""
 
 
+class HardStop(Exception):
+    """A second stop request: the trial was released mid-epoch."""
+
+
 class Worker:
     def __init__(self, spec: StudySpec, storage_url: str, make_run: Callable[[Mapping[str, Any]], TrialRun],
                  artifacts: str | None = None, device: str = "auto", poll_seconds: float = 0.2,
-                 claim_seed: int | None = None, max_trials: int | None = None):
+                 claim_seed: int | None = None, max_trials: int | None = None,
+                 stops: StopRequests | None = None):
         self.spec = spec
         self.storage_url = storage_url
         self.make_run = make_run
@@ -60,19 +80,30 @@ class Worker:
             self.order_key = lambda number: ranks[number] if number < len(ranks) else number
         self.worker_id: str | None = None
         self.current: int | None = None
-        self.stop_requested = threading.Event()
+        # Handed in by the CLI, which installs the signal handlers before the
+        # slow start-up; a Worker built without one installs its own in run().
+        self.stops = stops
         self.lease_lost = threading.Event()
         self._done = threading.Event()
 
+    @property
+    def stop_requested(self) -> threading.Event:
+        return self.stops.graceful
+
     # ---- lifecycle -------------------------------------------------------
     def run(self) -> int:
+        restore = lambda: None  # noqa: E731
+        if self.stops is None:
+            self.stops = StopRequests()
+            restore = self.stops.install()
+        self.stops.on_signal(self._log_signal)
         self.worker_id = db.retrying(self.coord.register_worker, self.device, log=log)
         log.info("worker %s attached to study %r on %s (device %s)", self.worker_id,
                  self.spec.name, db.mask_url(self.storage_url), self.device)
-        restore = self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
         claims = 0
+        code = 0
         try:
             while not self.stop_requested.is_set():
                 db.retrying(self.finalize, log=log)
@@ -84,33 +115,41 @@ class Worker:
                 claim = db.retrying(self.coord.claim, self.worker_id, self.order_key, log=log)
                 if claim is None:
                     self._decide_ready_rungs()
-                    time.sleep(self.poll_seconds)
+                    self.stop_requested.wait(self.poll_seconds)
                     continue
                 claims += 1
                 self.train(claim)
-            db.retrying(self.finalize, log=log)
+            if not self.stops.hard.is_set():
+                db.retrying(self.finalize, log=log)
+        except HardStop as stop:
+            log.error("%s", stop)
+            code = HARD_STOP_EXIT
         finally:
             self._done.set()
             restore()
             db.retrying(self.coord.worker_exited, self.worker_id, log=log, deadline=30)
-        return 0
+        if code == 0 and self.stops.hard.is_set():
+            log.error("hard stop: no trial was held; nothing to resume")
+            code = HARD_STOP_EXIT
+        return code
 
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def request_stop(signum, _frame):
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt  # second signal: stop now
+    def _log_signal(self, signum: int) -> None:
+        # Runs inside the signal handler: only flags and a line are safe here.
+        if self.stops.hard.is_set():
+            log.warning("signal %d again: abandoning the epoch in flight at the next batch", signum)
+        else:
             log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-            self.stop_requested.set()
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
     def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.lease_seconds / 3)
-        while not self._done.wait(interval):
+        next_renewal = time.monotonic() + interval
+        while not self._done.wait(min(interval, 1.0)):
+            if parent_gone() and not self.stop_requested.is_set():
+                log.warning("the launcher that started this worker is gone: stopping")
+                self.stops.request()
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + interval
             try:
                 if not self.coord.renew(self.worker_id, self.current):
                     self.lease_lost.set()
@@ -121,6 +160,23 @@ class Worker:
     def train(self, claim: Claim) -> None:
         self.current = claim.number
         self.lease_lost.clear()
+        state = {"checkpoint": claim.checkpoint_id, "started": time.time(), "pruned": False,
+                 "durable": claim.epochs_done, "run": None}
+        try:
+            self._train(claim, state)
+        except LeaseLost:
+            log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
+        except HardStop:
+            raise
+        except SaanError:
+            db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
+            raise  # bad input: every trial would fail the same way
+        except Exception as err:  # noqa: BLE001 -- TrainingAborted included
+            self._after_error(claim, state, err)
+        finally:
+            self.current = None
+
+    def _train(self, claim: Claim, state: dict) -> None:
         trial = db.retrying(optuna_link.start_trial, self.study, claim.optuna_trial_id, log=log)
         run = self.make_run(claim.params)
         if claim.checkpoint_id:
@@ -133,18 +189,21 @@ class Worker:
                           claim.number, claim.checkpoint_id, self.spec.artifacts)
                 run = self.make_run(claim.params)
                 claim = dataclasses.replace(claim, epochs_done=0)
+        state["run"] = run
         if run.epoch != claim.epochs_done:
             raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
                                f"stored progress {claim.epochs_done}")
         log.info("trial %d %s: epoch %d -> %d%s", claim.number, claim.params, claim.epochs_done,
                  claim.target_epoch, " (taken over)" if claim.takeover else "")
-        state = {"checkpoint": claim.checkpoint_id, "started": time.time(), "pruned": False}
         final_epoch = self.spec.final_epoch
         pruner_kind = self.spec.scheduler.kind in ("asha", "hyperband")
 
         def on_epoch_end(epoch: int, metrics: dict) -> bool:
-            value = float(metrics[self.spec.metric])
-            db.retrying(optuna_link.report, trial, value, epoch, metrics, log=log)
+            # The epoch is trained: these writes run to the end even when a
+            # second signal arrives meanwhile (its flag is looked at afterwards).
+            value = finite_or_none(metrics[self.spec.metric])
+            reported = math.nan if value is None else value  # Optuna's pruners prune NaN
+            db.retrying(optuna_link.report, trial, reported, epoch, metrics, log=log)
             checkpoint = self.checkpoints.save(claim.number, epoch, run.to_bytes())
             held = db.retrying(self.coord.record_epoch, self.worker_id, claim.number, epoch, value,
                                _plain(metrics), state["started"], checkpoint, log=log)
@@ -154,9 +213,11 @@ class Worker:
             if state["checkpoint"] != checkpoint:
                 self.checkpoints.remove(state["checkpoint"])
             state["checkpoint"] = checkpoint
+            state["durable"] = epoch
             state["started"] = time.time()
-            log.info("trial %d epoch %d/%d %s=%.4f", claim.number, epoch, claim.target_epoch,
-                     self.spec.metric, value)
+            shown = "non-finite" if value is None else f"{value:.4f}"
+            log.info("trial %d epoch %d/%d %s=%s", claim.number, epoch, claim.target_epoch,
+                     self.spec.metric, shown)
             if pruner_kind and epoch < final_epoch and trial.should_prune():
                 # Optuna's pruner never sees the final epoch: a fully trained
                 # trial must complete, not be pruned (Optuna 5 pitfall).
@@ -164,24 +225,51 @@ class Worker:
                 return False
             return not self.stop_requested.is_set()
 
-        try:
-            if run.epoch < claim.target_epoch:
-                run.fit(claim.target_epoch, on_epoch_end=on_epoch_end)
-        except LeaseLost:
-            log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
-            self.current = None
-            return
-        except SaanError:
-            db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
-            self.current = None
-            raise  # bad input: every trial would fail the same way
-        except Exception:
-            log.exception("trial %d failed", claim.number)
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "failed", log=log)
-            self.current = None
-            return
-        self.current = None
+        if run.epoch < claim.target_epoch and not self.stop_requested.is_set():
+            run.fit(claim.target_epoch, on_epoch_end=on_epoch_end,
+                    should_abort=self.stops.hard.is_set)
+        if self.stops.hard.is_set() and run.epoch < claim.target_epoch:
+            self._release_after_hard_stop(claim, state)
         self._settle(claim, run.epoch, state["pruned"])
+
+    def _after_error(self, claim: Claim, state: dict, err: Exception) -> None:
+        """A run raised: a stop's side effect releases; a real failure is retried or fails."""
+        if self.stops.hard.is_set():
+            self._release_after_hard_stop(claim, state)
+        if self.stop_requested.is_set():
+            log.warning("trial %d: %s raised while stopping; releasing it, resumable from "
+                        "epoch %d", claim.number, type(err).__name__, state["durable"])
+            db.retrying(self.coord.release, self.worker_id, claim.number, log=log)
+            return
+        epoch = state["durable"] + 1
+        oom = is_out_of_memory(err)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        if oom:
+            message = (f"out of memory at batch size {self._batch_size(claim)} "
+                       f"(retrying cannot help; use a smaller batch size): {message}")[:500]
+        error = {"type": type(err).__name__, "message": message[:500],
+                 "host": socket.gethostname(), "epoch": epoch}
+        new_state = db.retrying(self.coord.record_failure, self.worker_id, claim.number, error,
+                                not oom, log=log)
+        if new_state == "failed":
+            log.exception("trial %d failed in epoch %d: FAILED for good (%s)", claim.number, epoch,
+                          "out of memory" if oom else f"after {self.spec.max_retries} retries")
+            if self.spec.scheduler.kind == "sync-halving":
+                db.retrying(self.coord.decide_rung, claim.rung, self.worker_id, log=log)
+            db.retrying(self.finalize, log=log)
+        else:
+            log.exception("trial %d failed in epoch %d; put back to be retried from its "
+                          "checkpoint at epoch %d", claim.number, epoch, state["durable"])
+
+    def _release_after_hard_stop(self, claim: Claim, state: dict) -> None:
+        db.retrying(self.coord.release, self.worker_id, claim.number, log=log, deadline=30)
+        raise HardStop(f"hard stop: trial {claim.number} abandoned mid-epoch and released; it is "
+                       f"resumable from its last durable checkpoint (epoch {state['durable']})")
+
+    def _batch_size(self, claim: Claim) -> Any:
+        if "batch_size" in claim.params:
+            return claim.params["batch_size"]
+        return self.spec.run_config(claim.params).trainer.batch_size
 
     def _settle(self, claim: Claim, epoch: int, pruned: bool) -> None:
         if pruned:
@@ -195,7 +283,11 @@ class Worker:
                 log.info("rung %d decided at epoch %d: survivors %s, pruned %s", decision.rung,
                          decision.epoch, list(decision.survivors), list(decision.pruned))
         else:
-            db.retrying(self.coord.settle, self.worker_id, claim.number, "complete", log=log)
+            # A trial whose final objective is not finite never completes: it
+            # could otherwise not be told to Optuna, nor be compared.
+            final = db.retrying(self.coord.last_value, claim.number, log=log)
+            db.retrying(self.coord.settle, self.worker_id, claim.number,
+                        "complete" if final is not None else "pruned", log=log)
         db.retrying(self.finalize, log=log)
 
     def _decide_ready_rungs(self) -> None:
@@ -215,5 +307,25 @@ class Worker:
             self.coord.mark_finalized(row.number, keep_checkpoint=keep)
 
 
-def _plain(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+def finite_or_none(value: Any) -> float | None:
+    """The objective as stored: a float, or None when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA (or CPU allocator) out of memory: the configuration cannot run at this batch size."""
+    try:
+        import torch
+
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(err, (RuntimeError, MemoryError)) and (
+        isinstance(err, MemoryError) or "out of memory" in str(err).lower())
+
+
+def _plain(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    return {k: finite_or_none(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
