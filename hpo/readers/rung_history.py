@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hpo.scheduling.rungs import is_finite
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 
@@ -19,7 +20,8 @@ from hpo.service import db
 class RungSummary:
     rung: int
     epoch: int
-    compared: list[dict[str, Any]]  # {"trial", "params", "value"}
+    # {"trial", "params", "value", "non_finite"}: value None when non_finite
+    compared: list[dict[str, Any]]
     survivors: list[int]
 
 
@@ -40,7 +42,7 @@ def rung_summaries(spec: StudySpec, storage_url: str,
     if stored:
         return [RungSummary(
             rung=r.rung, epoch=r.epoch,
-            compared=[{"trial": int(n), "params": params_of[int(n)], "value": v}
+            compared=[_entry(int(n), params_of[int(n)], v)
                       for n, v in sorted(json.loads(r.values_json).items(), key=lambda kv: int(kv[0]))],
             survivors=json.loads(r.survivors_json)) for r in stored]
     values: dict[int, dict[int, float]] = {}
@@ -56,6 +58,13 @@ def rung_summaries(spec: StudySpec, storage_url: str,
             survivors = compared
         summaries.append(RungSummary(
             rung=k, epoch=boundary,
-            compared=[{"trial": n, "params": params_of[n], "value": values[n][boundary]} for n in compared],
+            compared=[_entry(n, params_of[n], values[n][boundary]) for n in compared],
             survivors=survivors))
     return summaries
+
+
+def _entry(number: int, params: dict, value: float | None) -> dict[str, Any]:
+    """A compared trial; a non-finite value (stored as NULL) is None plus a flag."""
+    finite = is_finite(value)
+    return {"trial": number, "params": params, "value": value if finite else None,
+            "non_finite": not finite}
