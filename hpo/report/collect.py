@@ -22,6 +22,7 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.readers.results import stored_spec
+from hpo.readers.failures import error_of
 from hpo.readers.rung_history import rung_summaries
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db, optuna_link
@@ -37,6 +38,8 @@ class TrialView:
     values: dict[int, float]  # epoch -> reported validation metric (Optuna intermediate values)
     metrics: dict[str, float]  # last reported metrics (accuracy, plcc, srcc, mse, ...)
     value: float | None  # Optuna's final value (COMPLETE trials)
+    error: dict | None = None  # the last error its run raised (hpo/readers/failures.py)
+    service_rung: int | None = None  # the rung it was in when the service last moved it
 
     @property
     def epochs(self) -> int:
@@ -128,7 +131,9 @@ def collect(name: str, storage_url: str) -> ReportData:
             service_state=row.state if row is not None else None,
             values={int(k): float(v) for k, v in sorted(t.intermediate_values.items())},
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None))
+            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+            error=error_of(row) if row is not None else None,
+            service_rung=row.rung if row is not None else None))
     try:
         best_number = study.best_trial.number
     except ValueError:
