@@ -43,12 +43,12 @@ def service_ms_per_epoch(tmp: Path, storage: str, grid: dict, name: str) -> tupl
     spec = dataclasses.replace(spec, lease_seconds=3600.0)
     curves = LearningCurves.load(write_random_curves(tmp / f"{name}.csv", grid, spec.final_epoch), spec)
     open_or_create(spec, storage)
-    worker = Worker(spec, storage, run_factory(spec, curves=curves), poll_seconds=0.0)
+    worker = Worker.attach(spec, storage, run_factory(spec, curves=curves), poll_seconds=0.0)
     started = time.perf_counter()
     worker.run()
     seconds = time.perf_counter() - started
     epochs = spec.planned_epochs()
-    worker.engine.dispose()
+    worker.close()
     return 1000 * seconds / epochs, epochs
 
 

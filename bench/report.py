@@ -69,7 +69,7 @@ def main() -> None:
                     writer.writerow([params["lr"], params["batch_size"], epoch, value])
         curves = LearningCurves.load(tmp / "curves.csv", spec)
         open_or_create(spec, storage)
-        Worker(spec, storage, run_factory(spec, curves=curves), poll_seconds=0.0).run()
+        Worker.attach(spec, storage, run_factory(spec, curves=curves), poll_seconds=0.0).run()
 
         times = []
         for _ in range(args.repeat):

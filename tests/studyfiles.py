@@ -11,8 +11,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from hpo.service import db
 from hpo.scheduling.rungs import rung_epochs
+from hpo.scheduling.spec import load_spec
+from hpo.service import db
+from hpo.service.learning_curves import LearningCurves
+from hpo.service.study import open_or_create
+from hpo.service.trial_runs import run_factory
+from hpo.service.worker import FINISHED, TRAINED, Worker
 
 BLOG_GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
 
@@ -99,3 +104,34 @@ def study_rows(storage: str, table: sa.Table, study: str):
 
 def epoch_rows(storage: str, study: str):
     return study_rows(storage, db.epochs, study)
+
+
+# ---- a study left half-done on purpose --------------------------------------------------------
+class ClaimLimitedWorker(Worker):
+    """A worker that stops after ``claims`` stints (the production worker runs to the end)."""
+
+    def __init__(self, *args, claims: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.claims_left = claims
+
+    def step(self) -> str:
+        if self.claims_left <= 0:
+            return FINISHED
+        done = super().step()
+        if done == TRAINED:
+            self.claims_left -= 1
+        return done
+
+
+def run_claims(study_file: Path, curves_csv: Path, claims: int, **worker_options) -> None:
+    """``saan-hpo worker STUDY --replay-curves CSV`` in this process, stopping after ``claims``
+    stints (the study file must name its storage)."""
+    spec = load_spec(study_file)
+    curves = LearningCurves.load(curves_csv, spec)
+    open_or_create(spec, spec.storage)
+    worker = ClaimLimitedWorker.attach(spec, spec.storage, run_factory(spec, curves=curves),
+                                       claims=claims, **worker_options)
+    try:
+        worker.run()
+    finally:
+        worker.close()

@@ -32,7 +32,7 @@ from hpo.service.learning_curves import LearningCurves
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import cli, stored_rungs, write_curves, write_study
+from studyfiles import ClaimLimitedWorker, cli, run_claims, stored_rungs, write_curves, write_study
 
 XSS_NAME = "<script>alert(1)</script>"
 
@@ -75,8 +75,14 @@ def build_study(tmp: Path, name: str = "blog", kind: str = "sync-halving", worke
 
     def work():
         try:
-            Worker(spec, storage, lambda p: MetricsReplay(curves, p, spec.metric, 0.002),
-                   poll_seconds=0.01, max_trials=max_trials).run()
+            make_run = lambda p: MetricsReplay(curves, p, spec.metric, 0.002)  # noqa: E731
+            if max_trials is None:
+                worker = Worker.attach(spec, storage, make_run, poll_seconds=0.01)
+            else:
+                worker = ClaimLimitedWorker.attach(spec, storage, make_run, poll_seconds=0.01,
+                                                   claims=max_trials)
+            worker.run()
+            worker.close()
         except Exception as err:  # noqa: BLE001 -- surfaced below, in the test's thread
             errors.append(err)
 
@@ -98,14 +104,11 @@ def finished(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    """Half done: the ``worker`` command stops after 3 claims (SAAN_HPO_MAX_TRIALS)."""
+    """Half done: a worker that stops after 3 claims."""
     tmp = tmp_path_factory.mktemp("running")
     storage = f"sqlite:///{tmp / 'study.db'}"
     study = write_study(tmp / "study.toml", storage=storage)
-    curves = write_curves(tmp / "curves.csv", curves_table(5))
-    done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp,
-               env={"SAAN_HPO_MAX_TRIALS": "3"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_claims(study, write_curves(tmp / "curves.csv", curves_table(5)), claims=3)
     return storage, load_spec(study)
 
 

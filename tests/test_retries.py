@@ -23,7 +23,7 @@ from hpo.service.stops import HARD_STOP_EXIT, StopRequests
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
+from studyfiles import ClaimLimitedWorker, epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
 
 GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [16, 8]}  # 8 trials
 BOUNDARIES = [1, 3, 7]  # eta 2, 3 cumulative rungs: 8*1 + 4*2 + 2*4 = 24 epochs
@@ -93,9 +93,10 @@ def test_a_run_that_raises_once_is_retried_from_its_checkpoint_as_if_nothing_hap
     expected, spent = winner_of_the_table()
     survivor = expected[0][2][0]  # goes on to rung 1, which trains its epochs 2 and 3
     faults = Faults({"params": params_of(survivor), "epoch": 2, "times": 1})
-    first = Worker(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0, max_trials=3)
+    first = ClaimLimitedWorker.attach(spec, storage, flaky_factory(spec, curves, faults),
+                                      poll_seconds=0.0, claims=3)
     assert first.run() == 0
-    assert Worker(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
 
     assert stored_rungs(storage, "blog") == expected
     kept = [r for r in epoch_rows(storage, "blog") if r.kept]
@@ -117,7 +118,7 @@ def test_a_run_that_always_raises_fails_after_max_retries_and_halving_goes_on(tm
     expected, _ = winner_of_the_table()
     victim = expected[0][2][0]  # the best of rung 0: rung 1 must be decided without it
     faults = Faults({"params": params_of(victim), "epoch": 2, "times": None, "message": "disk on fire"})
-    assert Worker(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
 
     row = trial_row(storage, victim)
     assert row.state == "failed" and row.failures == 2  # one run, one retry
@@ -149,7 +150,7 @@ def test_out_of_memory_fails_at_once_naming_the_batch_size(tmp_path):
     spec, storage, curves = make_study(tmp_path, max_retries=2)
     faults = Faults({"params": params_of(1), "epoch": 1, "times": None,
                      "error": torch.cuda.OutOfMemoryError, "message": "CUDA out of memory. Tried"})
-    assert Worker(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, faults), poll_seconds=0.0).run() == 0
     row = trial_row(storage, 1)
     error = json.loads(row.error_json)
     assert row.state == "failed" and row.failures == 1 and error["final"]
@@ -166,7 +167,7 @@ def test_an_error_raised_because_of_a_stop_releases_the_trial(tmp_path):
             stops.request()  # the signal ...
             raise RuntimeError("DataLoader worker (pid 123) is killed by signal: Terminated")
 
-    worker = Worker(spec, storage, flaky_factory(spec, curves, Faults(), loader_dies_with_the_signal),
+    worker = Worker.attach(spec, storage, flaky_factory(spec, curves, Faults(), loader_dies_with_the_signal),
                     poll_seconds=0.0, stops=stops)
     assert worker.run() == 0
     row = trial_row(storage, 2)
@@ -186,17 +187,17 @@ def test_a_second_stop_abandons_the_epoch_releases_and_exits_non_zero(tmp_path, 
             stops.request()
             stops.request()
 
-    worker = Worker(spec, storage, flaky_factory(spec, curves, Faults(), two_signals_inside_epoch_3),
+    worker = Worker.attach(spec, storage, flaky_factory(spec, curves, Faults(), two_signals_inside_epoch_3),
                     poll_seconds=0.0, stops=stops)
     assert worker.run() == HARD_STOP_EXIT
     row = trial_row(storage, survivor)
     assert row.state == "waiting" and row.lease_owner is None and row.epochs_done == 2
     assert not row.failures
-    line = f"trial {survivor} abandoned mid-epoch and released; it is resumable from its last " \
-           "durable checkpoint (epoch 2)"
+    line = f"hard stop: trial {survivor} its epoch in flight abandoned, released; it is " \
+           "resumable from its last durable checkpoint (epoch 2)"
     assert any(line in r.getMessage() for r in caplog.records)
     # ... and it is: another worker finishes the study exactly as planned.
-    assert Worker(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
     assert stored_rungs(storage, "blog") == expected
     assert len([r for r in epoch_rows(storage, "blog") if r.kept]) == 24
 
@@ -211,7 +212,7 @@ def test_a_non_finite_objective_is_pruned_at_its_rung_and_never_wins(tmp_path, k
     other = expected[0][2][1]
     table[other] = [math.inf] * len(table[other])  # +inf would win a maximized rung
     spec, storage, curves = make_study(tmp_path, table=table, kind=kind)
-    assert Worker(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
 
     rows = {r.number: r for r in study_rows(storage, db.trials, "blog")}
     assert rows[best].state == "pruned" and rows[other].state == "pruned"
@@ -228,8 +229,8 @@ def test_a_non_finite_objective_is_pruned_at_its_rung_and_never_wins(tmp_path, k
 
 def test_a_study_started_before_the_new_columns_resumes_after_them(tmp_path):
     spec, storage, curves = make_study(tmp_path)
-    assert Worker(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0,
-                  max_trials=5).run() == 0
+    assert ClaimLimitedWorker.attach(spec, storage, flaky_factory(spec, curves, Faults()),
+                                     poll_seconds=0.0, claims=5).run() == 0
     path = tmp_path / "study.db"
     with sqlite3.connect(path) as conn:  # the table as the release before this one made it
         conn.execute("ALTER TABLE saan_trials DROP COLUMN failures")
@@ -243,7 +244,7 @@ def test_a_study_started_before_the_new_columns_resumes_after_them(tmp_path):
         conn.execute("ALTER TABLE saan_trials DROP COLUMN error_json")
     open_or_create(spec, storage)  # ... and so does what launch and worker do first
     assert db.add_missing_columns(sa.create_engine(storage)) == []  # idempotent
-    assert Worker(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
+    assert Worker.attach(spec, storage, flaky_factory(spec, curves, Faults()), poll_seconds=0.0).run() == 0
     expected, spent = winner_of_the_table()
     assert stored_rungs(storage, "blog") == expected
     assert len([r for r in epoch_rows(storage, "blog") if r.kept]) == spent

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from hpo.service import db
-from studyfiles import cli, write_curves, write_study
+from studyfiles import cli, run_claims, write_curves, write_study
 
 
 def one_error_line(done) -> str:
@@ -63,10 +63,7 @@ def test_worker_with_a_different_grid_or_scheduler_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = write_study(tmp_path / "blog.toml", storage=storage)
     curves = write_curves(tmp_path / "c.csv", [[0.1 * i] * 31 for i in range(16)])
-    # One trial only, then stop: a study in the middle of its life.
-    done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path,
-               env={"SAAN_HPO_MAX_TRIALS": "1"})
-    assert done.returncode == 0, done.stderr
+    run_claims(study, curves, claims=1)  # one trial only, then stop: a study mid-life
     before = count_rows(storage)
     assert before[0]["saan_epochs"] >= 1
 
@@ -84,8 +81,7 @@ def test_export_without_a_finished_trial_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = write_study(tmp_path / "blog.toml", storage=storage)
     curves = write_curves(tmp_path / "c.csv", [[0.1 * i] * 31 for i in range(16)])
-    assert cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path,
-               env={"SAAN_HPO_MAX_TRIALS": "2"}).returncode == 0
+    run_claims(study, curves, claims=2)
     out = tmp_path / "best.toml"
     line = one_error_line(cli("export", "--study", "blog", "--storage", storage, "-o", str(out)))
     assert "no finished trial" in line

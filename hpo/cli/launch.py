@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from model.errors import SaanError
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
                               data_option_argv, replay_curves, resolve_spec)
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, stops) -> int:
-    from model.errors import SaanError
+    # The service is imported when the command runs, not when the parser is built
+    # (hpo/cli/__init__.py imports every command): ~1 s saved on every other command.
     from hpo.service.study import open_or_create
 
     if args.workers < 1:
@@ -60,7 +62,7 @@ def _launch(args: argparse.Namespace, stops) -> int:
     spec, storage, artifacts = resolve_spec(args)
     spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
     spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
-    replay_curves(args, spec)  # validate before anything is stored
+    curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     created = open_or_create(spec, storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
@@ -69,7 +71,7 @@ def _launch(args: argparse.Namespace, stops) -> int:
     if stops.graceful.is_set():
         code = 0
     elif args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts, stops)
+        code = _run_in_process(args, spec, storage, artifacts, curves, stops)
     else:
         code = _run_children(args, spec, storage, artifacts, stops)
     if stops.graceful.is_set():
@@ -80,16 +82,15 @@ def _launch(args: argparse.Namespace, stops) -> int:
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts, stops) -> int:
+def _run_in_process(args, spec, storage, artifacts, curves, stops) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = args.device or spec.run.trainer.device
-    curves = replay_curves(args, spec)
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed, stops=stops)
-    return worker.run()
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device,
+                         stops=stops).run()
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -168,9 +169,12 @@ def _run_children(args, spec, storage, artifacts, stops) -> int:
 
 
 def _progress_bar(spec):
-    if os.environ.get("SAAN_HPO_NO_PROGRESS") == "1" or not sys.stderr.isatty():
-        return None
     from tqdm import tqdm
+
+    from model.cache import progress_disabled  # the one SAAN_HPO_NO_PROGRESS check
+
+    if progress_disabled():
+        return None
 
     return tqdm(total=spec.planned_epochs(), unit="epoch", desc=spec.name)
 

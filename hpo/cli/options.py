@@ -24,7 +24,6 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
                        help="replay recorded learning curves instead of training SAAN")
     group.add_argument("--replay-epoch-seconds", type=float, default=0.0, metavar="S",
                        help="sleep this long per replayed epoch")
-    group.add_argument("--claim-seed", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def add_study_name(parser: argparse.ArgumentParser) -> None:

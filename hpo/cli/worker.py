@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
                               replay_curves, resolve_spec)
@@ -35,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, stops) -> int:
-    from hpo.service.trial_runs import run_factory
+    # Imported here, not at the top: the parser imports every command (start-up time).
     from hpo.service.study import open_or_create
+    from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     spec, storage, artifacts = resolve_spec(args)
@@ -45,14 +45,7 @@ def _run(args: argparse.Namespace, stops) -> int:
     curves = replay_curves(args, spec)
     open_or_create(spec, storage)
     device = args.device or spec.run.trainer.device
-    worker = Worker(spec, storage, run_factory(spec, device=device, curves=curves,
-                                               epoch_seconds=args.replay_epoch_seconds),
-                    artifacts=artifacts, device=device, claim_seed=args.claim_seed,
-                    max_trials=_max_trials(), stops=stops)
-    return worker.run()
-
-
-def _max_trials() -> int | None:
-    """SAAN_HPO_MAX_TRIALS: stop after that many claims (tests leave a study half-done)."""
-    value = os.environ.get("SAAN_HPO_MAX_TRIALS")
-    return int(value) if value else None
+    make_run = run_factory(spec, device=device, curves=curves,
+                           epoch_seconds=args.replay_epoch_seconds)
+    return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device,
+                         stops=stops).run()

@@ -25,7 +25,7 @@ from hpo.service import db, optuna_link
 from hpo.service.learning_curves import LearningCurves
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import run_factory
-from hpo.service.worker import Worker
+from hpo.service.worker import Worker, shuffled_claim_order
 
 
 @dataclass
@@ -69,11 +69,13 @@ def simulate(spec: StudySpec, curves: LearningCurves, claim_seed: int | None = N
             lg.setLevel(logging.WARNING)
         try:
             open_or_create(spec, storage)
-            worker = Worker(spec, storage, run_factory(spec, curves=curves), poll_seconds=0.0,
-                            claim_seed=claim_seed)
+            order = None if claim_seed is None else shuffled_claim_order(claim_seed,
+                                                                         len(spec.grid_points()))
+            worker = Worker.attach(spec, storage, run_factory(spec, curves=curves),
+                                   poll_seconds=0.0, claim_order=order)
             worker.run()
             result = summarize(spec, storage, curves)
-            worker.engine.dispose()
+            worker.close()
             return result
         finally:
             for lg, level in zip(quiet, levels):

@@ -21,14 +21,12 @@ with empty scores: their checkpoints are deleted or still changing.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable
 from typing import Any
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from model.errors import SaanError
@@ -74,33 +72,6 @@ def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | Non
     skipped = set(attrs.get(ATTR_SKIPPED) or ())
     true = [score for name, score in split_rows(cfg, "test") if name not in skipped]
     return compute_metrics(attrs[ATTR_PREDICTIONS], true)
-
-
-def store_attrs(storage: optuna.storages.RDBStorage, trial_id: int, attrs: dict[str, Any]) -> None:
-    """Write user attributes on a *finished* trial.
-
-    Optuna's API refuses any change to a finished trial, and the test scores
-    only exist once it has finished; so the rows are written through Optuna's
-    own ORM model of its ``trial_user_attributes`` table (the same rows
-    ``set_trial_user_attr`` writes). Two tables scoring the same trial at once
-    write the same values: the loser of the unique (trial, key) row just skips.
-    """
-    from optuna.storages._rdb import models
-
-    model = models.TrialUserAttributeModel
-    for key, value in attrs.items():
-        session = storage.scoped_session()
-        try:
-            row = session.query(model).filter(model.trial_id == trial_id, model.key == key).one_or_none()
-            if row is None:
-                session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
-            else:
-                row.value_json = json.dumps(value)
-            session.commit()
-        except sa.exc.IntegrityError:
-            session.rollback()
-        finally:
-            session.close()
 
 
 # ---- the table --------------------------------------------------------------------
@@ -172,7 +143,8 @@ def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict
         return None
     log.info("trial %d %s: scoring the test split", trial.number, trial.params)
     attrs = score_trial(spec, trial.params, payload, device)
-    store_attrs(storage, trial._trial_id, attrs)
+    optuna_link.store_finished_trial_attrs(
+        storage, optuna_link.trial_id(storage, spec.name, trial.number), attrs)
     return attrs[ATTR_METRICS]
 
 

@@ -23,7 +23,8 @@ import sqlalchemy as sa
 
 from hpo.readers.results import stored_spec
 from hpo.readers.failures import error_of
-from hpo.readers.rung_history import rung_summaries
+from hpo.readers.rung_history import rung_history
+from hpo.scheduling.policy import LadderRung
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db, optuna_link
 
@@ -57,21 +58,6 @@ class TrialView:
 
 
 @dataclass
-class RungEntry:
-    trial: int
-    value: float
-    outcome: str  # survived | pruned | pending | finished
-
-
-@dataclass
-class RungView:
-    rung: int
-    epoch: int
-    decided: bool
-    entries: list[RungEntry]
-
-
-@dataclass
 class EpochRecord:
     number: int
     epoch: int
@@ -87,7 +73,7 @@ class ReportData:
     spec: StudySpec
     storage: str  # masked
     trials: list[TrialView]
-    rungs: list[RungView]
+    rungs: list[LadderRung]  # the rung ladder, as the study's policy reads it
     epochs: list[EpochRecord]
     workers: dict[str, str]  # worker id -> label
     winner: TrialView | None
@@ -115,8 +101,6 @@ def collect(name: str, storage_url: str) -> ReportData:
                                   .order_by(db.epochs.c.finished_at, db.epochs.c.id)).all()
         worker_rows = conn.execute(sa.select(db.workers).where(db.workers.c.study == name)
                                    .order_by(db.workers.c.started_at)).all()
-        decided = conn.execute(sa.select(sa.func.count()).select_from(db.rungs)
-                               .where(db.rungs.c.study == name)).scalar_one()
 
     last_metrics: dict[int, dict] = {}
     for row in epoch_rows:  # ordered by time: the last kept epoch wins
@@ -147,43 +131,12 @@ def collect(name: str, storage_url: str) -> ReportData:
     finished = bool(trials) and all(t.state in ("complete", "pruned", "fail") for t in trials)
     return ReportData(
         spec=spec, storage=db.mask_url(storage_url), trials=trials,
-        rungs=_rungs(spec, storage_url, by_number, decided > 0), epochs=epochs, workers=workers,
+        rungs=spec.policy.ladder(rung_history(spec, storage_url),
+                                 {t.number: t.values for t in trials},
+                                 {t.number: t.state for t in trials}),
+        epochs=epochs, workers=workers,
         winner=by_number.get(best_number), finished=finished)
 
 
 def _worker_label(row) -> str:
     return f"{row.host or '?'} {row.device or ''} pid {row.pid}".strip()
-
-
-def _rungs(spec: StudySpec, storage_url: str, trials: dict[int, TrialView],
-           any_decided: bool) -> list[RungView]:
-    params_of = {n: t.params for n, t in trials.items()}
-    last = len(spec.boundaries) - 1
-    views: dict[int, RungView] = {}
-    if spec.scheduler.kind == "sync-halving":
-        summaries = rung_summaries(spec, storage_url, params_of) if any_decided else []
-        for s in summaries:  # stored decisions
-            outcome = "finished" if s.rung == last else "survived"
-            views[s.rung] = RungView(s.rung, s.epoch, True, [
-                RungEntry(c["trial"], c["value"], outcome if c["trial"] in s.survivors else "pruned")
-                for c in s.compared])
-        for k, boundary in enumerate(spec.boundaries):  # cohorts still filling up
-            waiting = [RungEntry(n, t.values[boundary], "pending")
-                       for n, t in sorted(trials.items()) if boundary in t.values]
-            if k not in views and waiting:
-                views[k] = RungView(k, boundary, False, waiting)
-    else:
-        for s in rung_summaries(spec, storage_url, params_of):
-            entries = []
-            for c in s.compared:
-                trial = trials[c["trial"]]
-                if c["trial"] in s.survivors:
-                    outcome = "finished" if s.rung == last and trial.state == "complete" else "survived"
-                    if s.rung == last and trial.state != "complete":
-                        outcome = "pending"
-                else:
-                    outcome = "pruned" if trial.state == "pruned" else "pending"
-                entries.append(RungEntry(c["trial"], c["value"], outcome))
-            decided = all(e.outcome != "pending" for e in entries)
-            views[s.rung] = RungView(s.rung, s.epoch, decided, entries)
-    return [views[k] for k in sorted(views)]

@@ -235,7 +235,7 @@ def budget(data) -> go.Figure:
             hovertemplate="%{x}<br>%{y} epochs spent<br>%{customdata}<extra></extra>"))
     else:
         _empty(fig, "no epoch trained yet")
-    plan_word = "planned" if spec.scheduler.kind == "sync-halving" else "upper bound"
+    plan_word = "planned" if spec.policy.plan_is_exact else "upper bound"
     for level, label, dash in ((spec.planned_epochs(), f"plan: {spec.planned_epochs()} ({plan_word})", "dash"),
                                (spec.full_grid_epochs(), f"full grid: {spec.full_grid_epochs()}", "dot")):
         fig.add_hline(y=level, line=dict(dash=dash, color="#555"), annotation_text=label,

@@ -117,7 +117,7 @@ def _utc(timestamp: float) -> str:
 
 
 def header(data) -> str:
-    spec, sched = data.spec, data.spec.scheduler
+    spec = data.spec
     counts = Counter(t.label for t in data.trials)
     if data.finished:
         state = "<span class=\"state finished\">finished</span>"
@@ -126,11 +126,7 @@ def header(data) -> str:
     summary = ", ".join(f"{n} {e(label)}" for label, n in sorted(counts.items()))
     grid = "<br>".join(f"{e(axis)} = [{', '.join(e(v) for v in values)}]"
                        for axis, values in spec.grid.items())
-    if sched.kind == "none":
-        scheduler = f"none (every configuration trains {spec.final_epoch} epochs)"
-    else:
-        scheduler = (f"{e(sched.kind)}, eta {sched.eta}, {sched.rungs} rungs, "
-                     f"schedule {e(sched.schedule)}, min epochs {sched.min_epochs}")
+    scheduler = e(spec.policy.describe())
     spent = len(data.epochs)
     lost = sum(not r.kept for r in data.epochs)
     rows = [
@@ -208,7 +204,7 @@ def failures_section(data) -> str:
             continue
         if t.service_state == "failed":
             what = "FAILED"
-            if data.spec.scheduler.kind == "sync-halving" and t.service_rung is not None:
+            if data.spec.policy.pauses_at_rungs and t.service_rung is not None:
                 verdict = ("was decided over the other trials" if t.service_rung in decided
                            else "will be decided over the other trials")
                 what += f"; rung {t.service_rung} (epoch {data.spec.boundaries[t.service_rung]}) {verdict}"

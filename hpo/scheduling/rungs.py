@@ -114,3 +114,11 @@ def decide_rung(rung: int, epoch: int, values: Mapping[int, float | None], eta: 
         pruned=tuple(sorted(ordered[keep:])),
         last=last,
     )
+
+
+def rungs_within(schedule: str, eta: int, rungs: int, min_epochs: int, epochs: int) -> int:
+    """How many of the first ``rungs`` rungs end by ``epochs`` (at least one)."""
+    within = 1
+    while within < rungs and rung_epochs(schedule, eta, within + 1, min_epochs)[-1] <= epochs:
+        within += 1
+    return within

@@ -33,14 +33,16 @@ import dataclasses
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from model.config import ConfigError, RunConfig, check_value, field_of, read_toml
-from hpo.scheduling.rungs import SCHEDULES, planned_epochs, rung_epochs
+from hpo.scheduling.policies import POLICIES, policy_for
+from hpo.scheduling.policy import Policy
+from hpo.scheduling.rungs import SCHEDULES
 
-SCHEDULER_KINDS = ("sync-halving", "asha", "hyperband", "none")
+SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
               "max_retries"}
@@ -61,9 +63,7 @@ class SchedulerSpec:
 
     def boundaries(self, trainer_epochs: int) -> list[int]:
         """Epochs at which trials are compared; the last one is the full budget."""
-        if self.kind == "none":
-            return [self.epochs or trainer_epochs]
-        return rung_epochs(self.schedule, self.eta, self.rungs, self.min_epochs)
+        return list(policy_for(self, trainer_epochs).boundaries)
 
 
 @dataclass
@@ -82,7 +82,6 @@ class StudySpec:
     # then FAILED. Operational like lease_seconds: not part of the spec's hash.
     max_retries: int = 2
     description: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # ---- the grid ------------------------------------------------------
     def grid_points(self) -> list[dict[str, Any]]:
@@ -98,14 +97,17 @@ class StudySpec:
         return self.boundaries[-1]
 
     @property
+    def policy(self) -> Policy:
+        """The scheduler kind's pure decisions (hpo/scheduling/policies.py)."""
+        return policy_for(self.scheduler, self.run.trainer.epochs, self.direction)
+
+    @property
     def boundaries(self) -> list[int]:
-        return self.scheduler.boundaries(self.run.trainer.epochs)
+        return list(self.policy.boundaries)
 
     def planned_epochs(self) -> int:
-        n = len(self.grid_points())
-        if self.scheduler.kind == "sync-halving":
-            return planned_epochs(n, self.scheduler.eta, self.boundaries)
-        return n * self.final_epoch  # an upper bound for the asynchronous kinds
+        """Epochs the study spends (an upper bound unless ``policy.plan_is_exact``)."""
+        return self.policy.planned_epochs(len(self.grid_points()))
 
     def full_grid_epochs(self) -> int:
         return len(self.grid_points()) * self.final_epoch
@@ -184,7 +186,6 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         lease_seconds=float(lease),
         max_retries=retries,
         description=study.get("description", ""),
-        raw=dict(raw),
     )
     return spec
 

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, dump_toml
-from hpo.scheduling.rungs import rung_epochs
 from hpo.scheduling.spec import StudySpec, default_artifacts, default_storage, spec_from_mapping
 
 SUFFIX = "-synthetic"
@@ -69,23 +68,9 @@ def synthetic_mapping(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> dict[str
                         head_hidden=HEAD_HIDDEN)
     run["trainer"]["epochs"] = epochs
 
-    scheduler = dataclasses.asdict(spec.scheduler)
-    if scheduler["kind"] == "none":
-        scheduler["epochs"] = epochs
-    else:
-        scheduler["rungs"] = _rungs_within(scheduler, epochs)
-        scheduler["epochs"] = 0
+    scheduler = spec.policy.within(dataclasses.asdict(spec.scheduler), epochs)
     return {"study": study, "grid": {k: list(v) for k, v in spec.grid.items()},
             "scheduler": scheduler, **run}
-
-
-def _rungs_within(scheduler: dict[str, Any], epochs: int) -> int:
-    """As many of the study's rungs as end by ``epochs`` (at least one)."""
-    rungs = 1
-    while rungs < scheduler["rungs"] and rung_epochs(
-            scheduler["schedule"], scheduler["eta"], rungs + 1, scheduler["min_epochs"])[-1] <= epochs:
-        rungs += 1
-    return rungs
 
 
 def synthetic_override(spec: StudySpec, epochs: int = DEFAULT_EPOCHS) -> StudySpec:

@@ -10,9 +10,13 @@ any number of workers on any number of machines can share a study:
   its lease (it stalled past the expiry and another worker took over) stops.
 * ``record_epoch`` stores the epoch, its value and the new checkpoint, but only
   while the lease is held.
-* ``pause`` parks a trial at an undecided rung; ``decide_rung`` decides a rung
-  once its whole cohort is parked there (the rung's primary key makes the
-  decision happen exactly once, whoever arrives last).
+* ``settle`` ends a stint: it parks a trial at an undecided rung (paused), or
+  marks it complete, pruned or failed; ``decide_rung`` asks the study's policy
+  for a rung's verdict once its whole cohort is parked there and stores it (the
+  rung's primary key makes the decision happen exactly once, whoever arrives last).
+
+The coordinator decides nothing itself: what happens to a trial is the policy's
+(hpo/scheduling/policy.py); this module only persists it, atomically.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from hpo.service import db
-from hpo.scheduling.rungs import RungDecision, decide_rung, is_finite
+from hpo.scheduling.policy import RungMember
+from hpo.scheduling.rungs import RungDecision, is_finite
 from hpo.scheduling.spec import StudySpec
+from hpo.service import db
 
 FINAL_STATES = ("pruned", "complete", "failed")
 
@@ -92,10 +97,7 @@ class Coordinator:
             return False
 
     def add_trials(self, created: Iterable[tuple[int, int, dict]]) -> None:
-        # Synchronous halving stops at the first rung; the other kinds train
-        # straight to the end (Optuna's pruner, if any, stops them earlier).
-        sync = self.spec.scheduler.kind == "sync-halving"
-        first_target = self.spec.boundaries[0] if sync else self.spec.final_epoch
+        first_target = self.spec.policy.first_target()
         now = time.time()
         with self.engine.begin() as conn:
             for number, trial_id, params in created:
@@ -123,8 +125,13 @@ class Coordinator:
                          .values(state="exited", current_trial=None, heartbeat_at=time.time()))
 
     # ---- claims and leases ----------------------------------------------
-    def claim(self, worker_id: str, order_key=None) -> Claim | None:
-        """Atomically take one claimable trial, or None when there is none right now."""
+    def claim(self, worker_id: str, claim_order: Callable[[int], int] | None = None) -> Claim | None:
+        """Atomically take one claimable trial, or None when there is none right now.
+
+        Higher rungs first, then ``claim_order(trial number)`` (default: the
+        number); ``simulate --order-seed`` shuffles it to show decisions do not
+        depend on it.
+        """
         now = time.time()
         t = db.trials.c
         claimable = sa.and_(t.study == self.study, sa.or_(
@@ -136,8 +143,8 @@ class Coordinator:
             rows = conn.execute(query).all()
             if not rows:
                 return None
-            if order_key is not None:
-                rows = sorted(rows, key=lambda r: (-r.rung, order_key(r.number)))
+            if claim_order is not None:
+                rows = sorted(rows, key=lambda r: (-r.rung, claim_order(r.number)))
             row = rows[0]
             updated = conn.execute(
                 db.trials.update().where(claimable, t.number == row.number).values(
@@ -237,49 +244,49 @@ class Coordinator:
     # ---- rung decisions -------------------------------------------------
     def decide_rung(self, rung: int, decided_by: str) -> RungDecision | None:
         """Decide ``rung`` if its cohort is complete and nobody decided it yet."""
-        boundaries = self.spec.boundaries
-        epoch = boundaries[rung]
-        last = rung == len(boundaries) - 1
         try:
-            return self._decide_rung(rung, epoch, last, boundaries, decided_by)
+            return self._decide_rung(rung, decided_by)
         except sa.exc.IntegrityError:
             # Two workers completed the cohort at once (PostgreSQL reads
             # committed data, so both saw no decision yet): the rung's primary
             # key let one insert; the other's whole transaction rolled back.
             return None
 
-    def _decide_rung(self, rung, epoch, last, boundaries, decided_by) -> RungDecision | None:
+    def _decide_rung(self, rung: int, decided_by: str) -> RungDecision | None:
         t = db.trials.c
         with self.engine.begin() as conn:
             if conn.execute(sa.select(db.rungs.c.rung).where(
                     db.rungs.c.study == self.study, db.rungs.c.rung == rung)).first():
                 return None
-            cohort = conn.execute(sa.select(t.number, t.state, t.epochs_done, t.last_value).where(
+            rows = conn.execute(sa.select(t.number, t.state, t.epochs_done, t.last_value).where(
                 t.study == self.study, t.rung == rung, t.state != "failed")).all()
-            if not cohort or any(r.state != "paused" or r.epochs_done != epoch for r in cohort):
+            # Non-finite values are stored as NULL; one written as NaN/inf by an
+            # older release means the same.
+            verdict = self.spec.policy.decide_rung(rung, [
+                RungMember(r.number, r.last_value if is_finite(r.last_value) else None,
+                           r.epochs_done, r.state == "paused") for r in rows])
+            if verdict is None:
                 return None
-            values = {r.number: r.last_value if is_finite(r.last_value) else None for r in cohort}
-            decision = decide_rung(rung, epoch, values,
-                                   self.spec.scheduler.eta, self.spec.direction, last)
+            decision = verdict.decision
             conn.execute(db.rungs.insert().values(
-                study=self.study, rung=rung, epoch=epoch,
+                study=self.study, rung=rung, epoch=decision.epoch,
                 values_json=json.dumps({str(k): v for k, v in decision.values.items()}),
                 survivors_json=json.dumps(list(decision.survivors)),
                 pruned_json=json.dumps(list(decision.pruned)),
                 decided_at=time.time(), decided_by=decided_by))
             now = time.time()
-            if last:
+            if verdict.complete:
                 conn.execute(db.trials.update().where(
-                    t.study == self.study, t.number.in_(decision.survivors))
+                    t.study == self.study, t.number.in_(verdict.complete))
                     .values(state="complete", finalized=False, updated_at=now))
-            else:
+            if verdict.promote:
                 conn.execute(db.trials.update().where(
-                    t.study == self.study, t.number.in_(decision.survivors))
-                    .values(state="waiting", rung=rung + 1, target_epoch=boundaries[rung + 1],
-                            updated_at=now))
-            if decision.pruned:
+                    t.study == self.study, t.number.in_(verdict.promote))
+                    .values(state="waiting", rung=verdict.next_rung,
+                            target_epoch=verdict.next_target, updated_at=now))
+            if verdict.prune:
                 conn.execute(db.trials.update().where(
-                    t.study == self.study, t.number.in_(decision.pruned))
+                    t.study == self.study, t.number.in_(verdict.prune))
                     .values(state="pruned", finalized=False, updated_at=now))
         return decision
 
@@ -311,8 +318,3 @@ class Coordinator:
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).where(
                 t.study == self.study, t.state.not_in(FINAL_STATES))).scalar_one()
-
-    def trial_rows(self) -> list[Any]:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(db.trials).where(db.trials.c.study == self.study)
-                                .order_by(db.trials.c.number)).all()

@@ -5,22 +5,30 @@ with their params at launch (so dashboards show the whole grid at once), turned
 RUNNING by the worker that first claims them, reported to after every epoch,
 and told PRUNED or COMPLETE once. A paused trial stays RUNNING in Optuna;
 reopening it from any process with ``optuna.trial.Trial(study, trial_id)`` is
-enough to report to it again (checked on Optuna 5, DESIGN.md).
+enough to report to it again (checked on Optuna 5; docs/design.md).
+
+Only public Optuna API is used, with one exception kept in this module:
+:func:`store_finished_trial_attrs` (Optuna has no public way to annotate a
+finished trial).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import optuna
+import sqlalchemy as sa
 from optuna.distributions import CategoricalDistribution
+from optuna.storages._rdb import models as optuna_rdb_models  # private: store_finished_trial_attrs
 from optuna.trial import TrialState
 
-from hpo.service.db import optuna_engine_kwargs, resolve_url
 from hpo.scheduling.spec import StudySpec
+from hpo.service.db import optuna_engine_kwargs, resolve_url
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +38,9 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
 
 
 def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
-    """Optuna's own pruners for the asynchronous kinds; synchronous halving decides itself."""
-    sched = spec.scheduler
-    if sched.kind == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=sched.min_epochs, reduction_factor=sched.eta, min_early_stopping_rate=0)
-    if sched.kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=sched.min_epochs, max_resource=spec.final_epoch, reduction_factor=sched.eta)
-    return optuna.pruners.NopPruner()
+    """Optuna's own pruner for the asynchronous kinds; the others prune nothing through Optuna."""
+    name, kwargs = spec.policy.optuna_pruner()
+    return getattr(optuna.pruners, name)(**kwargs)
 
 
 def open_study(spec: StudySpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
@@ -58,25 +60,57 @@ def distributions(spec: StudySpec) -> dict[str, CategoricalDistribution]:
     return {axis: CategoricalDistribution(values) for axis, values in spec.grid.items()}
 
 
-def add_waiting_trials(study: optuna.Study, spec: StudySpec) -> list[tuple[int, int, dict]]:
-    """Create one WAITING trial per grid point, in grid order: (number, trial_id, params)."""
+def add_waiting_trials(study: optuna.Study, spec: StudySpec) -> None:
+    """Create one WAITING trial per grid point, in grid order (trial number i is point i)."""
     dists = distributions(spec)
-    created = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for params in spec.grid_points():
-            frozen = optuna.trial.create_trial(state=TrialState.WAITING, params=params,
-                                               distributions=dists)
-            study.add_trial(frozen)
-    for trial in study.get_trials(deepcopy=False):
-        created.append((trial.number, trial._trial_id, dict(trial.params)))
-    return created
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=params,
+                                                      distributions=dists))
 
 
-def start_trial(study: optuna.Study, trial_id: int) -> optuna.trial.Trial:
-    """WAITING -> RUNNING on first claim; a trial already RUNNING is just reopened."""
-    study._storage.set_trial_state_values(trial_id, TrialState.RUNNING)
+def stored_trials(study: optuna.Study,
+                  storage: optuna.storages.BaseStorage) -> list[tuple[int, int, dict]]:
+    """(number, storage trial id, params) of every trial of ``study``, by number."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return [(t.number, storage.get_trial_id_from_study_id_trial_number(study_id, t.number),
+             dict(t.params)) for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` (what Optuna's storage methods take)."""
+    return storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), number)
+
+
+def start_trial(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                trial_id: int) -> optuna.trial.Trial:
+    """WAITING -> RUNNING on first claim; a trial already RUNNING is just reopened.
+
+    ``storage`` is the study's own storage (the one it was opened with).
+    """
+    storage.set_trial_state_values(trial_id, TrialState.RUNNING)
     return optuna.trial.Trial(study, trial_id)
+
+
+@dataclass(frozen=True)
+class OptunaStudy:
+    """A study and the storage it was opened with: what a worker needs of Optuna."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage
+
+    @classmethod
+    def open(cls, spec: StudySpec, storage_url: str) -> "OptunaStudy":
+        storage = optuna_storage(storage_url)
+        return cls(open_study(spec, storage), storage)
+
+    def start_trial(self, trial_id: int) -> optuna.trial.Trial:
+        return start_trial(self.study, self.storage, trial_id)
+
+    def finish_trial(self, number: int, state: str, value: float | None) -> None:
+        finish_trial(self.study, number, state, value)
 
 
 def report(trial: optuna.trial.Trial, value: float, epoch: int, metrics: Mapping[str, Any]) -> None:
@@ -108,3 +142,30 @@ def _tell(study: optuna.Study, number: int, state: str, value: float | None) -> 
         study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
     else:
         study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def store_finished_trial_attrs(storage: optuna.storages.RDBStorage, trial_id: int,
+                               attrs: Mapping[str, Any]) -> None:
+    """Write user attributes on a *finished* trial (the test scores of ``saan-hpo table``).
+
+    Optuna's public API refuses any change to a finished trial, and the test
+    scores only exist once it has finished; so the rows are written through
+    Optuna's own ORM model of its ``trial_user_attributes`` table (the same rows
+    ``set_trial_user_attr`` writes). This is the only use of Optuna's private
+    modules: there is no public equivalent. Two tables scoring the same trial
+    at once write the same values: the loser of the unique (trial, key) row skips.
+    """
+    model = optuna_rdb_models.TrialUserAttributeModel
+    for key, value in attrs.items():
+        session = storage.scoped_session()
+        try:
+            row = session.query(model).filter(model.trial_id == trial_id, model.key == key).one_or_none()
+            if row is None:
+                session.add(model(trial_id=trial_id, key=key, value_json=json.dumps(value)))
+            else:
+                row.value_json = json.dumps(value)
+            session.commit()
+        except sa.exc.IntegrityError:
+            session.rollback()
+        finally:
+            session.close()

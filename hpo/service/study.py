@@ -58,11 +58,10 @@ def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.
         return False
     storage = optuna_link.optuna_storage(storage_url)
     study = optuna_link.create_study(spec, storage)
-    existing = study.get_trials(deepcopy=False)
-    if existing:  # an earlier launcher died between Optuna's trials and ours
-        created = [(t.number, t._trial_id, dict(t.params)) for t in existing]
-    else:
-        created = optuna_link.add_waiting_trials(study, spec)
+    # Trials already there: an earlier launcher died between Optuna's trials and ours.
+    if not study.get_trials(deepcopy=False):
+        optuna_link.add_waiting_trials(study, spec)
+    created = optuna_link.stored_trials(study, storage)
     coord.add_trials(created)
     log.debug("created study %r: %d configurations, %s, boundaries %s, %d epochs planned "
              "(full grid %d)", spec.name, len(created), spec.scheduler.kind, spec.boundaries,
