@@ -9,6 +9,7 @@ study file written by ``synthetic_study_text`` has the same spec and hash
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import signal
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 
 from hpo.cli.options import apply_data_option
 from hpo.readers.results import stored_spec
-from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, METRIC_COLUMNS, axis_columns,
+from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, TEST_SCORE_COLUMNS, axis_columns,
                                recompute_metrics, to_markdown)
 from hpo.scheduling.spec import load_spec
 from hpo.scheduling.synthetic_twin import synthetic_mapping, synthetic_override, synthetic_study_text
@@ -86,18 +87,23 @@ def test_data_option_resolves_storage_for_the_new_name(monkeypatch):
     monkeypatch.delenv("SAAN_HPO_STORAGE", raising=False)
     spec = load_spec(STUDIES / "ablation.toml")
     args = argparse.Namespace(data="synthetic", epochs=2, storage=None, artifacts=None)
-    small, storage, artifacts = apply_data_option(args, spec, spec.storage, spec.artifacts)
-    assert (small.name, storage, artifacts) == ("ablation-synthetic", small.storage, small.artifacts)
+    small = apply_data_option(args, spec)
+    twin = synthetic_override(spec, 2)
+    assert (small.name, small.storage, small.artifacts) == ("ablation-synthetic", twin.storage,
+                                                            twin.artifacts)
+    assert twin.storage != spec.storage and twin.artifacts != spec.artifacts
     args = argparse.Namespace(data="synthetic", epochs=None, storage="sqlite:///x.db", artifacts="a")
-    small, storage, artifacts = apply_data_option(args, spec, "ignored", "ignored")
-    assert (storage, artifacts, small.final_epoch) == ("sqlite:///x.db", "a", 2)
+    small = apply_data_option(args, spec)
+    assert (small.storage, small.artifacts, small.final_epoch) == ("sqlite:///x.db", "a", 2)
     monkeypatch.setenv("SAAN_HPO_STORAGE", "sqlite:///from-launch.db")  # a child worker
     args = argparse.Namespace(data="synthetic", epochs=2, storage=None, artifacts=None)
-    assert apply_data_option(args, spec, "x", "y")[1] == "sqlite:///from-launch.db"
+    assert apply_data_option(args, spec).storage == "sqlite:///from-launch.db"
     same = argparse.Namespace(data="study", epochs=None, storage=None, artifacts=None)
-    assert apply_data_option(same, spec, "s", "a") == (spec, "s", "a")
+    assert apply_data_option(same, spec) == dataclasses.replace(spec, storage="sqlite:///from-launch.db")
+    monkeypatch.delenv("SAAN_HPO_STORAGE")
+    assert apply_data_option(same, spec) == spec
     with pytest.raises(Exception, match="--epochs"):
-        apply_data_option(argparse.Namespace(data="study", epochs=3), spec, "s", "a")
+        apply_data_option(argparse.Namespace(data="study", epochs=3), spec)
     with pytest.raises(Exception, match="--epochs"):
         synthetic_mapping(spec, epochs=0)
 
@@ -128,10 +134,10 @@ def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: 
     first = _table(tmp, name)
     assert "scoring the test split" in first.stderr
     frame = pd.read_csv(io.StringIO(first.stdout))
-    assert list(frame.columns) == ["trial", *columns, "state", "epochs", *METRIC_COLUMNS]
+    assert list(frame.columns) == ["trial", *columns, "state", "epochs", *TEST_SCORE_COLUMNS]
     assert len(frame) == n_rows and list(frame["trial"]) == list(range(n_rows))
     assert (frame["state"] == "complete").all() and (frame["epochs"] == epochs).all()
-    assert frame[list(METRIC_COLUMNS)].notna().all().all()
+    assert frame[list(TEST_SCORE_COLUMNS)].notna().all().all()
     # Every grid point appears once, in grid order.
     points = [tuple(p.values()) for p in spec.grid_points()]
     assert [tuple(r) for r in frame[columns].itertuples(index=False)] == points
@@ -141,7 +147,7 @@ def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: 
     study = optuna.load_study(study_name=name, storage=storage)
     for trial in study.trials:
         scores = trial.user_attrs[ATTR_METRICS]
-        assert set(scores) == set(METRIC_COLUMNS)
+        assert set(scores) == set(TEST_SCORE_COLUMNS)
         predictions = trial.user_attrs[ATTR_PREDICTIONS]
         assert all(round(p, 6) == p for p in predictions)
         with _cwd(tmp):

@@ -14,6 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.curves import write_curves
     from hpo.readers.results import stored_spec
 

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.train import Trainer
+    from model.train import Trainer  # torch: only for the commands that train
 
     trainer = Trainer.from_checkpoint(args.checkpoint, device=args.device)
     metrics = trainer.evaluate(args.split)

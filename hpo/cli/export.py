@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.export import evaluate_winner, export_text, winner
 
     spec, best = winner(args.study, args.storage)

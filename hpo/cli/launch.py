@@ -19,7 +19,6 @@ trials released, non-zero exit). A launch that dies without forwarding
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import subprocess
@@ -28,8 +27,11 @@ import time
 from pathlib import Path
 
 from model.errors import SaanError
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              data_option_argv, replay_curves, resolve_spec)
+from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_option_argv,
+                              replay_curves, study_spec)
+
+# The service, the readers, tqdm and torch are imported inside the functions that
+# use them: building the parser imports every command module (hpo/cli/__init__.py).
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,17 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, stops) -> int:
-    # The service is imported when the command runs, not when the parser is built
-    # (hpo/cli/__init__.py imports every command): ~1 s saved on every other command.
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service.study import open_or_create
 
     if args.workers < 1:
         raise SaanError(f"--workers: expected an integer >= 1, got {args.workers}")
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
-    created = open_or_create(spec, storage)
+    created = open_or_create(spec, spec.storage)
     print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
@@ -71,26 +70,25 @@ def _launch(args: argparse.Namespace, stops) -> int:
     if stops.graceful.is_set():
         code = 0
     elif args.workers == 1:
-        code = _run_in_process(args, spec, storage, artifacts, curves, stops)
+        code = _run_in_process(args, spec, curves, stops)
     else:
-        code = _run_children(args, spec, storage, artifacts, stops)
+        code = _run_children(args, spec, stops)
     if stops.graceful.is_set():
         print(f"stopped by a signal (exit {code}); trials in flight were released: run the same "
               "launch command again to resume the study", flush=True)
     elif code == 0:
-        _print_outcome(spec, storage, time.monotonic() - started)
+        _print_outcome(spec, time.monotonic() - started)
     return code
 
 
-def _run_in_process(args, spec, storage, artifacts, curves, stops) -> int:
+def _run_in_process(args, spec, curves, stops) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = args.device or spec.run.trainer.device
     make_run = run_factory(spec, device=device, curves=curves,
                            epoch_seconds=args.replay_epoch_seconds)
-    return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device,
-                         stops=stops).run()
+    return Worker.attach(spec, spec.storage, make_run, device=device, stops=stops).run()
 
 
 def local_devices(n_workers: int, device: str | None, configured: str) -> list[str]:
@@ -110,13 +108,13 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
     return [f"cuda:{i % count}" for i in range(n_workers)]
 
 
-def _run_children(args, spec, storage, artifacts, stops) -> int:
+def _run_children(args, spec, stops) -> int:
     from hpo.readers.status import progress_snapshot
     from hpo.service.stops import ENV_PARENT_PID
 
-    log_dir = Path(artifacts).parent / "logs" if artifacts else Path("runs") / spec.name / "logs"
+    log_dir = Path(spec.artifacts).parent / "logs" if spec.artifacts else Path("runs") / spec.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
+    env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
     env[ENV_PARENT_PID] = str(os.getpid())
     devices = local_devices(args.workers, args.device, spec.run.trainer.device)
     if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
@@ -126,7 +124,7 @@ def _run_children(args, spec, storage, artifacts, stops) -> int:
     children = []
     for i, device in enumerate(devices):
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
-                   "--artifacts", artifacts, "--device", device]
+                   "--artifacts", spec.artifacts, "--device", device]
         command += data_option_argv(args)
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
@@ -153,10 +151,10 @@ def _run_children(args, spec, storage, artifacts, stops) -> int:
             time.sleep(0.1)
             if time.monotonic() >= next_update:
                 next_update = time.monotonic() + 1.0
-                _update_bar(bar, progress_snapshot(spec, storage))
+                _update_bar(bar, progress_snapshot(spec, spec.storage))
     finally:
         if bar is not None:
-            _update_bar(bar, progress_snapshot(spec, storage))
+            _update_bar(bar, progress_snapshot(spec, spec.storage))
             bar.close()
     code = 0
     for p, log_path, handle in children:
@@ -171,7 +169,7 @@ def _run_children(args, spec, storage, artifacts, stops) -> int:
 def _progress_bar(spec):
     from tqdm import tqdm
 
-    from model.cache import progress_disabled  # the one SAAN_HPO_NO_PROGRESS check
+    from model.cache import progress_disabled  # the one SAAN_HPO_NO_PROGRESS check in hpo/
 
     if progress_disabled():
         return None
@@ -187,12 +185,12 @@ def _update_bar(bar, snapshot) -> None:
     bar.refresh()
 
 
-def _print_outcome(spec, storage, seconds: float) -> None:
+def _print_outcome(spec, seconds: float) -> None:
     from hpo.readers.status import progress_snapshot
     from hpo.readers.results import best_trial
 
-    snapshot = progress_snapshot(spec, storage)
-    best = best_trial(spec.name, storage)
+    snapshot = progress_snapshot(spec, spec.storage)
+    best = best_trial(spec.name, spec.storage)
     print(f"epochs spent: {snapshot['epochs_spent']} (plan {spec.planned_epochs()}, "
           f"full grid {spec.full_grid_epochs()}); wall time {seconds:.1f}s")
     if best is None:

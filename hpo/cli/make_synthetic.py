@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from model.errors import DataError
 
 
 def _positive(text: str) -> int:
@@ -20,10 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from model.errors import DataError
-    from model.synthetic import make_synthetic_baid
+    from model.synthetic import make_synthetic_baid  # numpy and PIL: only for this command
 
     root = Path(args.dir)
     if root.exists():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from model.config import ConfigError
 from hpo.scheduling.spec import StudySpec, load_spec
 from hpo.scheduling.synthetic_twin import DEFAULT_EPOCHS, synthetic_override
+from hpo.service.learning_curves import LearningCurves
 
 
 def add_study_file(parser: argparse.ArgumentParser) -> None:
@@ -34,22 +36,14 @@ def add_study_name(parser: argparse.ArgumentParser) -> None:
 STORAGE_ENV = "SAAN_HPO_STORAGE"
 
 
-def resolve_spec(args: argparse.Namespace) -> tuple[StudySpec, str, str]:
-    """Spec, storage URL and artifact store: flags, then $SAAN_HPO_STORAGE, then the file.
-
-    launch hands its URL to child workers through the environment, so a
-    password in it never shows in a process list.
-    """
-    spec = load_spec(args.study_file)
-    storage = args.storage or os.environ.get(STORAGE_ENV) or spec.storage
-    return spec, storage, args.artifacts or spec.artifacts
+def study_spec(args: argparse.Namespace) -> StudySpec:
+    """The study file after ``--data``, its storage and artifacts resolved (:func:`apply_data_option`)."""
+    return apply_data_option(args, load_spec(args.study_file))
 
 
 def replay_curves(args: argparse.Namespace, spec: StudySpec):
     if not getattr(args, "replay_curves", None):
         return None
-    from hpo.service.learning_curves import LearningCurves
-
     return LearningCurves.load(args.replay_curves, spec)
 
 
@@ -63,23 +57,19 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
                        help=f"with --data synthetic: epochs per configuration (default {DEFAULT_EPOCHS})")
 
 
-def apply_data_option(args: argparse.Namespace, spec: StudySpec, storage: str,
-                      artifacts: str) -> tuple[StudySpec, str, str]:
-    """(spec, storage, artifacts) after ``--data``; unchanged unless it is ``synthetic``.
+def apply_data_option(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
+    """``spec`` after ``--data`` (its synthetic twin, or itself), with storage and artifacts
+    resolved for that name: flags, then $SAAN_HPO_STORAGE, then the study's own.
 
-    Storage and artifacts are resolved again for the new name, with the same
-    precedence as ``resolve_spec``: flags, then $SAAN_HPO_STORAGE (how launch
-    hands its URL to child workers), then the (renamed) study's own.
+    launch hands its URL to child workers through the environment, so a
+    password in it never shows in a process list.
     """
-    if getattr(args, "data", "study") != "synthetic":
-        if getattr(args, "epochs", None) is not None:
-            raise ConfigError(spec.source, "--epochs", "only with --data synthetic")
-        return spec, storage, artifacts
-    epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
-    small = synthetic_override(spec, epochs)
-    storage = args.storage or os.environ.get(STORAGE_ENV) or small.storage
-    artifacts = args.artifacts or small.artifacts
-    return small, storage, artifacts
+    if getattr(args, "data", "study") == "synthetic":
+        spec = synthetic_override(spec, DEFAULT_EPOCHS if args.epochs is None else args.epochs)
+    elif getattr(args, "epochs", None) is not None:
+        raise ConfigError(spec.source, "--epochs", "only with --data synthetic")
+    return dataclasses.replace(spec, storage=args.storage or os.environ.get(STORAGE_ENV) or spec.storage,
+                               artifacts=args.artifacts or spec.artifacts)
 
 
 def data_option_argv(args: argparse.Namespace) -> list[str]:

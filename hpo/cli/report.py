@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.report import png
     from hpo.report.output import default_output, render, save_to_dashboard, write_atomically
 

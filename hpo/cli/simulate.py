@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service.learning_curves import LearningCurves
     from hpo.readers.simulate import simulate
     from hpo.scheduling.spec import load_spec

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from model.errors import SaanError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_file", nargs="?", metavar="STUDY.toml",
@@ -13,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.errors import SaanError
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.results import stored_spec
     from hpo.scheduling.spec import load_spec
     from hpo.readers.status import render_status

@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.readers.table import study_table, to_csv, to_markdown
 
     frame = study_table(args.study, args.storage, artifacts=args.artifacts, device=args.device)

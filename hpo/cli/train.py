@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from model.config import RunConfig, dump_toml
+from model.errors import CheckpointError
+
 CHECKPOINT = "last.pt"
 
 
@@ -23,9 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.config import RunConfig, dump_toml
-    from model.errors import CheckpointError
-    from model.train import Trainer
+    from model.train import Trainer  # torch: only for the commands that train
 
     cfg = RunConfig.load(args.config)
     out = Path(args.out or Path("runs") / Path(args.config).stem)

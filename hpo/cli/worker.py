@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from hpo.cli.options import (add_data_option, add_replay, add_study_file, apply_data_option,
-                              replay_curves, resolve_spec)
+from hpo.cli.options import add_data_option, add_replay, add_study_file, replay_curves, study_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +37,10 @@ def _run(args: argparse.Namespace, stops) -> int:
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
-    spec, storage, artifacts = resolve_spec(args)
-    spec, storage, artifacts = apply_data_option(args, spec, storage, artifacts)
-    spec = dataclasses.replace(spec, storage=storage, artifacts=artifacts)
+    spec = study_spec(args)
     curves = replay_curves(args, spec)
-    open_or_create(spec, storage)
+    open_or_create(spec, spec.storage)
     device = args.device or spec.run.trainer.device
     make_run = run_factory(spec, device=device, curves=curves,
                            epoch_seconds=args.replay_epoch_seconds)
-    return Worker.attach(spec, storage, make_run, artifacts=artifacts, device=device,
-                         stops=stops).run()
+    return Worker.attach(spec, spec.storage, make_run, device=device, stops=stops).run()

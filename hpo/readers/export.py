@@ -6,12 +6,13 @@ import datetime as dt
 import json
 import math
 
-
 from model.config import dump_toml
 from model.errors import SaanError
-from hpo.service import db
 from hpo.readers.results import best_trial, checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
+from hpo.service import db
+from hpo.service.checkpoints import CheckpointStore
+from hpo.service.trial_runs import SaanRun
 
 
 class NothingToExport(SaanError):
@@ -59,9 +60,6 @@ def _score(value) -> str:
 def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,
                     device: str | None = None, split: str = "test") -> dict:
     """Test-set scores of the winner: from its checkpoint, or retrained when that is gone."""
-    from hpo.service.checkpoints import CheckpointStore
-    from hpo.service.trial_runs import SaanRun
-
     run = SaanRun(spec, best.params, device)
     checkpoint = checkpoint_ids(spec.name, storage_url).get(best.number)
     if checkpoint:

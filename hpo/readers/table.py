@@ -27,17 +27,22 @@ from collections.abc import Iterable
 from typing import Any
 
 import optuna
+import pandas as pd
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from model.errors import SaanError
-from hpo.service import db, optuna_link
 from hpo.readers.failures import describe, trial_errors
 from hpo.readers.results import checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
+from hpo.service import db, optuna_link
+from hpo.service.checkpoints import CheckpointStore
+from hpo.service.trial_runs import SaanRun
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("accuracy", "constant_accuracy", "plcc", "srcc", "mse")
+# The table's score columns: test-set scores of a finished trial's checkpoint.
+TEST_SCORE_COLUMNS = ("accuracy", "constant_accuracy", "plcc", "srcc", "mse")
 PREDICTION_DIGITS = 6
 ATTR_METRICS, ATTR_PREDICTIONS, ATTR_SKIPPED = "test_metrics", "test_predictions", "test_skipped"
 
@@ -50,8 +55,6 @@ class NoFinishedTrial(SaanError):
 def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
                 device: str | None = None) -> dict[str, Any]:
     """Load a trial checkpoint and predict the test split: the attrs to store."""
-    from hpo.service.trial_runs import SaanRun
-
     run = SaanRun(spec, params, device)
     run.load_bytes(checkpoint)
     pred, _true, _names = run.trainer.predict("test")
@@ -65,6 +68,7 @@ def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
 
 def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | None = None) -> dict:
     """The metrics of stored predictions against the true scores in the test CSV."""
+    # torch and scipy only when a table has something to score (start-up time)
     from model.data import split_rows
     from model.metrics import compute_metrics
 
@@ -85,10 +89,6 @@ def axis_columns(axes: Iterable[str]) -> dict[str, str]:
 def study_table(name: str, storage_url: str, artifacts: str | None = None,
                 device: str | None = None):
     """The comparison table as a pandas DataFrame; scores missing ones first (stored)."""
-    import pandas as pd
-
-    from hpo.service.checkpoints import CheckpointStore
-
     spec = stored_spec(name, storage_url)
     storage = optuna_link.optuna_storage(storage_url)
     study = optuna.load_study(study_name=name, storage=storage)
@@ -112,10 +112,10 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
         row.update({columns[axis]: trial.params.get(axis) for axis in spec.grid})
         row.update(state=_state(trial, errors.get(trial.number)),
                    epochs=trial.user_attrs.get("epochs", 0))
-        row.update({k: (metrics or {}).get(k, math.nan) for k in METRIC_COLUMNS})
+        row.update({k: (metrics or {}).get(k, math.nan) for k in TEST_SCORE_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows, columns=["trial", *columns.values(), "state", "epochs",
-                                       *METRIC_COLUMNS])
+                                       *TEST_SCORE_COLUMNS])
 
 
 def _state(trial, error: dict | None) -> str:
@@ -130,8 +130,6 @@ def _state(trial, error: dict | None) -> str:
 
 
 def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict | None:
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
     if not checkpoint_id:
         log.warning("trial %d: no checkpoint recorded; its test scores are left empty", trial.number)
         return None
@@ -170,7 +168,7 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        if column in METRIC_COLUMNS:
+        if column in TEST_SCORE_COLUMNS:
             return f"{value:.4f}"
         return f"{value:g}"
     return str(value)

@@ -28,6 +28,7 @@ LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=30, t=60, b=50), hove
 
 
 def esc(value: Any) -> str:
+    """``value`` as text, HTML-escaped: for figures and the page alike."""
     return html.escape(fmt(value), quote=True)
 
 

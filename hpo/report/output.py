@@ -37,7 +37,7 @@ def write_atomically(path: Path, text: str) -> None:
 
 def save_to_dashboard(name: str, storage_url: str, figure) -> str:
     """Store the survivor curves in the study for optuna-dashboard (overwrites the last copy)."""
-    from optuna_dashboard import save_plotly_graph_object
+    from optuna_dashboard import save_plotly_graph_object  # only with --to-dashboard
 
     study = optuna.load_study(study_name=name, storage=optuna_link.optuna_storage(storage_url))
     return save_plotly_graph_object(study, figure, graph_object_id=DASHBOARD_GRAPH_ID)

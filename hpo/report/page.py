@@ -9,7 +9,6 @@ names, the storage URL (masked before it gets here) -- goes through
 from __future__ import annotations
 
 import datetime as dt
-import html
 import math
 from collections import Counter
 from typing import Any
@@ -17,10 +16,12 @@ from typing import Any
 import plotly.io as pio
 
 from hpo.readers.failures import describe
-from hpo.report.figures import FIGURE_IDS, fmt, rung_reached
+from hpo.report.figures import FIGURE_IDS, rung_reached
+from hpo.report.figures import esc as e
 
-# Columns of the metrics table: (key in the trainer's metrics, heading).
-METRIC_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"), ("mse", "MSE"))
+# The metrics table's last validation scores: (key in the trainer's metrics, heading).
+VALIDATION_SCORE_COLUMNS = (("accuracy", "accuracy"), ("plcc", "PLCC"), ("srcc", "SRCC"),
+                            ("mse", "MSE"))
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 SECTIONS = {
@@ -85,10 +86,6 @@ SORTER = """
 """
 
 
-def e(value: Any) -> str:
-    return html.escape(fmt(value), quote=True)
-
-
 def render_page(data, figures: dict) -> str:
     name = e(data.spec.name)
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -151,7 +148,7 @@ def winner_box(data) -> str:
         why = "no trial has completed yet" if not data.finished else "no trial completed"
         return f"<div id=\"winner\" data-trial=\"\">Winner: none &mdash; {why}.</div>"
     label = "Winner" if data.finished else "Best so far"
-    scores = ", ".join(f"{title} {best.metrics[key]:.4f}" for key, title in METRIC_COLUMNS
+    scores = ", ".join(f"{title} {best.metrics[key]:.4f}" for key, title in VALIDATION_SCORE_COLUMNS
                        if key in best.metrics)
     params = ", ".join(f"{e(k)} = {e(v)}" for k, v in best.params.items())
     value = f"{best.value:.4f}" if best.value is not None else "-"
@@ -172,7 +169,7 @@ def metrics_table(data) -> str:
     heads = (["<th>trial</th>"] + [f"<th>{e(a)}</th>" for a in axes]
              + ["<th class=\"text\">state</th>", "<th>epochs</th>", "<th>rung</th>",
                 f"<th>last {e(data.spec.metric)}</th>"]
-             + [f"<th>{title}</th>" for _, title in METRIC_COLUMNS])
+             + [f"<th>{title}</th>" for _, title in VALIDATION_SCORE_COLUMNS])
     body = []
     for t in data.trials:
         reached = rung_reached(data.spec.boundaries, t.epochs)
@@ -184,7 +181,7 @@ def metrics_table(data) -> str:
         last = t.last_value
         shown = "" if last is None else f"{last:.4f}" if math.isfinite(last) else "non-finite"
         cells.append(_num(last if last is None or math.isfinite(last) else None, shown))
-        for key, _ in METRIC_COLUMNS:
+        for key, _ in VALIDATION_SCORE_COLUMNS:
             value = t.metrics.get(key)
             cells.append(_num(value, f"{value:.4f}" if value is not None else ""))
         css = " class=\"winner\"" if t.number == winner else ""

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import plotly.io as pio
+
 from model.errors import SaanError
 
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -31,7 +33,7 @@ def find_browser() -> str | None:
 def check_png_export() -> str:
     """The browser kaleido will use; a clear error when PNG export cannot work here."""
     try:
-        import kaleido  # noqa: F401
+        import kaleido  # noqa: F401 -- only whether it is installed
     except ImportError:
         raise NoBrowser("--png: kaleido is not installed (pip install 'kaleido>=1')") from None
     browser = find_browser()
@@ -44,8 +46,6 @@ def check_png_export() -> str:
 
 def write_pngs(figures: dict[str, Any], directory: Path, browser: str) -> list[Path]:
     """Each figure as DIR/<figure id>.png, through one kaleido browser session."""
-    import plotly.io as pio
-
     os.environ["BROWSER_PATH"] = browser  # kaleido (choreographer) reads it
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{figure_id}.png" for figure_id in figures]

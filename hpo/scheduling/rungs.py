@@ -1,9 +1,9 @@
-"""Synchronous successive halving: where the rungs sit and who survives them.
+"""Halving arithmetic: where the rungs sit and who survives them.
 
-Pure functions, no storage: the worker calls them inside a transaction, the
-tests check them against a hand computation.
+Pure functions, no storage: the policies (hpo/scheduling/sync_halving.py) use
+them, the tests check them against a hand computation.
 
-Algorithm (DESIGN.md, "Successive halving, exactly"). ``n`` configurations
+Algorithm (docs/design.md, "Successive halving, exactly"). ``n`` configurations
 enter rung 0. Rung ``k`` (k = 0 ... rungs-1) compares every trial that entered
 it after ``rung_epochs(...)[k]`` cumulative epochs of training:
 

@@ -40,7 +40,9 @@ class SaanRun:
     """The SAAN trainer as a trial run; its checkpoint is the trainer's exact state."""
 
     def __init__(self, spec: StudySpec, params: Mapping[str, Any], device: str | None):
-        from model.train import Trainer  # torch is imported only by workers that train
+        # torch (seconds to import) only in workers that train SAAN, never for replays,
+        # status or reports; the same for the two methods below.
+        from model.train import Trainer
 
         self.trainer = Trainer(spec.run_config(params), device=device)
 
@@ -53,14 +55,14 @@ class SaanRun:
         return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end, should_abort=should_abort)
 
     def to_bytes(self) -> bytes:
-        import torch
+        import torch  # see __init__
 
         buffer = io.BytesIO()
         torch.save(self.trainer.state_dict(), buffer)
         return buffer.getvalue()
 
     def load_bytes(self, payload: bytes) -> None:
-        import torch
+        import torch  # see __init__
 
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
         self.trainer.load_state_dict(state)

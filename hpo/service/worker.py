@@ -95,13 +95,12 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.claim_order = claim_order
         self.worker_id: str | None = None
-        self.current: int | None = None  # the trial whose lease the heartbeat renews
+        self.held: HeldLease | None = None  # the lease the heartbeat renews
         # Handed in by the CLI, which installs the signal handlers before the
         # slow start-up; a Worker given none installs its own while it runs.
         self.stops = stops if stops is not None else StopRequests()
         self._own_stops = stops is None
         self.stop_requested = self.stops.graceful
-        self.lease_lost = threading.Event()
         self._done = threading.Event()
 
     @classmethod
@@ -177,20 +176,20 @@ class Worker:
             if time.monotonic() < next_renewal:
                 continue
             next_renewal = time.monotonic() + interval
+            held = self.held  # one stint's lease: a late answer about an earlier one is ignored
             try:
-                if not self.coordinator.renew(self.worker_id, self.current):
-                    self.lease_lost.set()
+                if not self.coordinator.renew(self.worker_id, held and held.number) and held:
+                    held.lost.set()
             except db.TRANSIENT_ERRORS as err:
                 log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
     # ---- one stint of one trial -----------------------------------------
     def train(self, claim: Claim) -> None:
         """Train ``claim`` to its target epoch, then settle it as the stint ended."""
-        self.current = claim.number
-        self.lease_lost.clear()
+        self.held = HeldLease(claim.number)
         stint = None
         try:
-            stint = Stint(self, claim)
+            stint = Stint(self, claim, self.held)
             ended = stint.run()
         except SaanError:
             db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log)
@@ -198,7 +197,7 @@ class Worker:
         except Exception as err:  # noqa: BLE001 -- a hard stop's TrainingAborted too
             ended = self._after_error(claim, stint, err)
         finally:
-            self.current = None
+            self.held = None
         self._settle(claim, ended, stint)
 
     def _after_error(self, claim: Claim, stint: "Stint | None", err: Exception) -> str:
@@ -288,11 +287,19 @@ class Worker:
             self.coordinator.mark_finalized(row.number, keep_checkpoint=keep)
 
 
+class HeldLease:
+    """The lease of one stint; ``lost`` is set when a renewal finds another worker holds it."""
+
+    def __init__(self, number: int):
+        self.number = number
+        self.lost = threading.Event()
+
+
 class Stint:
     """One claim of one trial: resume it, train epochs until its target, say how it ended."""
 
-    def __init__(self, worker: Worker, claim: Claim):
-        self.worker = worker
+    def __init__(self, worker: Worker, claim: Claim, lease: HeldLease):
+        self.worker, self.lease = worker, lease
         self.trial = db.retrying(worker.optuna.start_trial, claim.optuna_trial_id, log=log)
         self.claim, self.trial_run = self._resume(claim)
         self.checkpoint = self.claim.checkpoint_id
@@ -342,7 +349,7 @@ class Stint:
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.to_bytes())
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
                            _plain(metrics), self.started, checkpoint, log=log)
-        if not held or worker.lease_lost.is_set():
+        if not held or self.lease.lost.is_set():
             worker.checkpoints.remove(checkpoint)
             self.ended = LEASE_LOST
             return False
