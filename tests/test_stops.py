@@ -208,8 +208,9 @@ CHAINS = {
     # SQLite; SIGTERM to the process group at each moment, and to launch alone once.
     "sigterm-sqlite": [("before", [(TERM, "group")]), ("before", [(TERM, "launch")]),
                        ("end", [(TERM, "group")]), ("inside", [(TERM, "group")])],
-    # PostgreSQL; SIGINT to the process group at each moment, and twice once (a hard stop).
-    "sigint-postgres": [("before", [(INT, "group")]), ("end", [(INT, "group"), (INT, "group")]),
+    # PostgreSQL; SIGINT to the process group at each moment, and twice once: a hard stop
+    # (sent while a trainer is being built or in its first epoch, so there is work to abandon).
+    "sigint-postgres": [("before", [(INT, "group")]), ("before", [(INT, "group"), (INT, "group")]),
                         ("end", [(INT, "group")]), ("inside", [(INT, "group")])],
 }
 
