@@ -261,7 +261,11 @@ def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generato
     yield from torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
                                            num_workers=num_workers, pin_memory=pin_memory,
                                            persistent_workers=False,
-                                           worker_init_fn=ignore_stop_signals)
+                                           worker_init_fn=ignore_stop_signals,
+                                           # Its own generator: the loader's base seed would
+                                           # otherwise be drawn from torch's global RNG, which
+                                           # dropout uses -- training would depend on num_workers.
+                                           generator=torch.Generator().manual_seed(0))
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
