@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import functools
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -228,7 +229,22 @@ def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generato
         return
     yield from torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False,
                                            num_workers=num_workers, pin_memory=pin_memory,
-                                           persistent_workers=False)
+                                           persistent_workers=False,
+                                           worker_init_fn=ignore_stop_signals,
+                                           # Its own generator: the loader's base seed would
+                                           # otherwise be drawn from torch's global RNG, which
+                                           # dropout uses -- training would depend on num_workers.
+                                           generator=torch.Generator().manual_seed(0))
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """Loader worker processes ignore SIGINT/SIGTERM: a stop sent to the process
+    group (Ctrl-C, ``timeout``, systemd, SLURM) is the main process's to decide.
+    Left to the default, a signalled loader worker dies and the training loop
+    raises, which would look like the trial failing. (A loader worker still exits
+    when its main process is gone: DataLoader watches its parent.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @functools.lru_cache(maxsize=8)

@@ -73,6 +73,11 @@ logger = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict], "bool | None"]
 
 
+class TrainingAborted(Exception):
+    """``should_abort()`` said stop: the epoch in flight was abandoned (the trainer's
+    state is then mid-epoch; resume from the last checkpoint, never from this object)."""
+
+
 def learning_rate(cfg: TrainerConfig, epoch: int) -> float:
     """The learning rate used during ``epoch`` (1-based).
 
@@ -236,11 +241,25 @@ class Trainer:
         self.history: list[dict] = []
 
     # ---- training ------------------------------------------------------------
-    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None) -> list[dict]:
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
+            should_abort: Callable[[], bool] | None = None) -> list[dict]:
         """Train epochs self.epoch+1 .. until_epoch, validating after each; returns their metrics.
 
         ``on_epoch_end(epoch, metrics)`` returning False stops after that epoch.
+        ``should_abort()``, asked before every batch, returning True raises
+        TrainingAborted (a hard stop: the epoch in flight is not finished).
         """
+        self._should_abort = should_abort
+        try:
+            return self._fit(until_epoch, on_epoch_end)
+        finally:
+            self._should_abort = None
+
+    def _check_abort(self) -> None:
+        if getattr(self, "_should_abort", None) is not None and self._should_abort():
+            raise TrainingAborted(f"aborted during epoch {self.epoch + 1}")
+
+    def _fit(self, until_epoch: int, on_epoch_end: EpochCallback | None) -> list[dict]:
         done = []
         while self.epoch < until_epoch:
             epoch = self.epoch + 1
@@ -274,6 +293,7 @@ class Trainer:
         bar = self._progress(len(data), f"epoch {epoch}")
         start = time.perf_counter()
         for batch in self.feed.batches("train", t.batch_size, self.generator, self.cfg.data.num_workers):
+            self._check_abort()
             target = batch.scores / 10
             with self._autocast():
                 pred = self.forward(batch.x, batch.style)
@@ -321,6 +341,7 @@ class Trainer:
         batch_size = self.cfg.trainer.eval_batch_size or EVAL_BATCH_FACTOR * self.cfg.trainer.batch_size
         preds = []
         for batch in self.feed.batches(split, batch_size, None, self.cfg.data.num_workers):
+            self._check_abort()
             with self._autocast():
                 preds.append(self.forward(batch.x, batch.style).float())
         pred = (torch.cat(preds) * 10).cpu().numpy().astype(np.float64)

@@ -9,12 +9,23 @@ shows the whole study; at the end the winner and the commands to run next.
 
 ``launch A.toml B.toml ... --workers N`` creates or resumes every study in one
 storage and runs one pool of N workers serving them all (hpo/cli/launch_many.py).
+
+Supervision: the children run in their own session (process group), so a
+signal to launch's process group -- Ctrl-C, ``timeout``, systemd, SLURM,
+``docker stop`` -- reaches launch alone, and launch passes exactly ONE stop
+request (SIGTERM) to each child per signal it gets: the first signal lets every
+worker finish its epoch in flight, checkpoint it and release its trial, then
+launch exits 0; a second one is forwarded as a hard stop (epochs abandoned,
+trials released, non-zero exit). A launch that dies without forwarding
+(SIGKILL) still leaves no orphan: each child gets SIGTERM from the kernel
+(Linux PR_SET_PDEATHSIG) or notices its parent is gone (hpo/service/stops.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.service.stops import StopRequests
+
+    stops = StopRequests()
+    restore = stops.install()  # first thing: a signal from now on only sets a flag
+    try:
+        return _check_and_launch(args, stops)
+    finally:
+        restore()
+
+
+def _check_and_launch(args: argparse.Namespace, stops) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from hpo.service import db
     from hpo.service.preflight import check_before_creating
@@ -54,10 +76,10 @@ def run(args: argparse.Namespace) -> int:
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     check_before_creating(spec, spec.storage, curves is not None)
     with db.naming(spec.storage):
-        return _launch(args, spec, curves)
+        return _launch(args, spec, curves, stops)
 
 
-def _launch(args, spec, curves) -> int:
+def _launch(args, spec, curves, stops) -> int:
     from hpo.cli.session import next_commands, print_outcome
     from hpo.service.study import open_or_create
 
@@ -66,35 +88,40 @@ def _launch(args, spec, curves) -> int:
           f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
           f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
     started = time.monotonic()
-    if args.workers == 0:
+    if stops.graceful.is_set() or args.workers == 0:
         code = 0
     elif args.workers == 1:
-        code = _run_in_process(args, spec, curves)
+        code = _run_in_process(args, spec, curves, stops)
     else:
-        code = _run_children(args, spec)
-    if code == 0:
+        code = _run_children(args, spec, stops)
+    if stops.graceful.is_set():
+        print(f"stopped by a signal (exit {code}); trials in flight were released: run the same "
+              "launch command again to resume the study", flush=True)
+    elif code == 0:
         if args.workers:
             print_outcome(spec, time.monotonic() - started)
         print(next_commands(args, spec))
     return code
 
 
-def _run_in_process(args, spec, curves) -> int:
+def _run_in_process(args, spec, curves, stops) -> int:
     from hpo.cli.session import run_worker
 
-    return run_worker(args, spec, curves, log_name="launch.log")
+    return run_worker(args, spec, curves, log_name="launch.log", stops=stops)
 
 
-def _run_children(args, spec) -> int:
+def _run_children(args, spec, stops) -> int:
     from hpo.cli import session
     from hpo.cli.progress import ProgressLine
     from hpo.cli.session import log_dir as logs_of
+    from hpo.service.stops import ENV_PARENT_PID
 
     log_dir = logs_of(spec)
     log_dir.mkdir(parents=True, exist_ok=True)
     # Children log to files and draw no bars; each CPU trial uses the trainer's
     # fixed thread count (model/train.py), whatever the number of workers.
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
+    env[ENV_PARENT_PID] = str(os.getpid())  # children stop when launch is gone
     devices = session.local_devices(args.workers, args.device, spec.run.trainer.device)
     children = []
     for i, device in enumerate(devices):
@@ -106,19 +133,22 @@ def _run_children(args, spec) -> int:
                         "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
         log_path = log_dir / f"worker-{i}.log"
         handle = open(log_path, "ab")
-        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env),
-                         log_path, handle))
+        # Own session: the group's signals reach launch only, which forwards them once.
+        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True), log_path, handle))
     print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
-    try:
-        with ProgressLine(spec):
-            while any(p.poll() is None for p, _, _ in children):
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        for p, _, _ in children:
-            p.terminate()  # workers checkpoint the epoch in flight and release their trials
-        for p, _, _ in children:
-            p.wait()
-        raise
+    forwarded = 0
+    with ProgressLine(spec):
+        while any(p.poll() is None for p, _, _ in children):
+            if stops.signals > forwarded and forwarded < 2:
+                forwarded += 1
+                what = "stop" if forwarded == 1 else "hard stop"
+                print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
+                for p, _, _ in children:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+                continue
+            time.sleep(0.1)
     code = 0
     for p, log_path, handle in children:
         handle.close()

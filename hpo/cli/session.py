@@ -36,14 +36,19 @@ def concrete_device(name: str | None, replay: bool) -> str:
     return name
 
 
-def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_name: str = "worker.log") -> int:
-    """One worker in this process until the study is finished (or it is stopped)."""
+def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_name: str = "worker.log",
+               stops=None) -> int:
+    """One worker in this process until the study is finished (or it is stopped).
+
+    ``stops`` (hpo/service/stops.py): the stop flags the command installed first thing;
+    None lets the Worker install its own while it runs.
+    """
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     device = concrete_device(args.device or spec.run.trainer.device, replay=curves is not None)
     make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds)
-    worker = Worker.attach(spec, spec.storage, make_run, device=device)
+    worker = Worker.attach(spec, spec.storage, make_run, device=device, stops=stops)
     try:
         with ProgressLine(spec) as line:
             if line.drawn:

@@ -4,7 +4,7 @@ schedule on recorded curves before spending GPU hours."""
 from __future__ import annotations
 
 import argparse
-import json
+import math
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,19 +27,32 @@ def run(args: argparse.Namespace) -> int:
     curves = LearningCurves.load(args.curves, spec)
     result = simulate(spec, curves, claim_seed=args.order_seed)
     if args.json:
-        print(json.dumps(result.to_json()))
+        print(result.to_json_text())
         return 0
     print(f"study {spec.name}: {spec.scheduler.kind}, eta {spec.scheduler.eta}, "
           f"boundaries {spec.boundaries}")
     for rung in result.rungs:
-        compared = ", ".join(f"#{c['trial']}={c['value']:.4f}" for c in rung.compared)
+        compared = ", ".join(f"#{c['trial']}={_number(c['value'])}" for c in rung.compared)
         print(f"  rung {rung.rung} @ epoch {rung.epoch}: {len(rung.compared)} compared, "
               f"survivors {rung.survivors}  [{compared}]")
     print(f"epochs spent: {result.epochs_spent} (plan {result.planned_epochs}, "
           f"full grid {result.full_grid_epochs})")
-    print(f"best in full grid: {result.best} = {result.best_value:.4f}")
+    if result.outside_grid_rows:
+        print(f"curve rows outside this grid (ignored): {result.outside_grid_rows}")
+    if result.non_finite_values:
+        print(f"non-finite values in the grid's curves (rank last at their rung): "
+              f"{result.non_finite_values}")
+    print(f"best in full grid: {result.best} = {_number(result.best_value)}")
     if result.winner is None:
         print("winner: none (no trial completed)")
     else:
-        print(f"winner: {result.winner} = {result.winner_value:.4f}, regret {result.regret:.4f}")
+        print(f"winner: {result.winner} = {_number(result.winner_value)}, "
+              f"regret {_number(result.regret)}")
     return 0
+
+
+def _number(value: float | None) -> str:
+    """A value as printed: 4 decimals, or non-finite (NaN, inf, or stored as NULL)."""
+    if value is None or not math.isfinite(value):
+        return "non-finite"
+    return f"{value:.4f}"

@@ -46,8 +46,24 @@ def add_fleet_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.study_file is None:
-        return run_fleet(args)
+    from hpo.service.stops import StopRequests, die_with_parent, parent_gone
+
+    # First thing: from here a signal only sets a flag (the Worker decides at a
+    # safe point), and a worker whose launcher dies stops like on SIGTERM.
+    stops = StopRequests()
+    restore = stops.install()
+    die_with_parent()
+    if parent_gone():
+        stops.request()
+    try:
+        if args.study_file is None:
+            return run_fleet(args, stops)
+        return _run(args, stops)
+    finally:
+        restore()
+
+
+def _run(args: argparse.Namespace, stops) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from model.errors import SaanError
     from hpo.cli.session import next_commands, run_worker
@@ -65,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     check_before_creating(spec, spec.storage, curves is not None)
     with db.naming(spec.storage):
         attach(spec, spec.storage)  # a worker never creates a study
-        code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log")
+        code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log", stops=stops)
     if code == 0:
         print(next_commands(args, spec))
     return code
 
 
-def run_fleet(args: argparse.Namespace) -> int:
+def run_fleet(args: argparse.Namespace, stops) -> int:
     """No study file: serve the storage's studies."""
     from model.errors import SaanError
     from hpo.service.fleet_worker import DEFAULT_STINT_EPOCHS, FleetWorker
@@ -106,7 +122,7 @@ def run_fleet(args: argparse.Namespace) -> int:
                            epoch_seconds=args.replay_epoch_seconds)
 
     return FleetWorker(storage, machine, make_factory, names=args.studies,
-                       stint_epochs=stint or None).run()
+                       stint_epochs=stint or None, stops=stops).run()
 
 
 def _open_existing(storage: str) -> None:

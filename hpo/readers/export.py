@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
@@ -45,7 +46,7 @@ def export_text(spec: StudySpec, best, storage_url: str, test_scores: dict | Non
         f"storage: {db.mask_url(storage_url)}",
         f"trial {best.number}, {epochs} epochs, params {json.dumps(best.params)}",
         f"validation {spec.metric}: {best.value:.6g}",
-        "validation scores: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())),
+        "validation scores: " + ", ".join(f"{k} {_score(v)}" for k, v in sorted(metrics.items())),
     ]
     if test_scores:
         header.append("test scores: " + ", ".join(
@@ -53,6 +54,13 @@ def export_text(spec: StudySpec, best, storage_url: str, test_scores: dict | Non
     header.append(f"exported {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} "
                   "by saan-hpo export")
     return dump_toml(run.to_mapping(), header="\n".join(header))
+
+
+def _score(value) -> str:
+    """4 decimals; a non-finite score (stored as null) says so instead of printing nan."""
+    if value is None or not math.isfinite(value):
+        return "non-finite"
+    return f"{value:.4f}"
 
 
 def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from hpo.scheduling.rungs import RungDecision
+from hpo.scheduling.rungs import RungDecision, is_finite
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 
@@ -23,7 +23,8 @@ from hpo.service import db
 class RungSummary:
     rung: int
     epoch: int
-    compared: list[dict[str, Any]]  # {"trial", "params", "value"}, by trial number
+    # {"trial", "params", "value", "non_finite"} by trial number: value None when non_finite
+    compared: list[dict[str, Any]]
     survivors: list[int]
 
 
@@ -52,5 +53,12 @@ def rung_summaries(spec: StudySpec, storage_url: str,
     """:func:`rung_history` with each compared trial's params, as ``simulate`` prints it."""
     return [RungSummary(
         rung=d.rung, epoch=d.epoch,
-        compared=[{"trial": n, "params": params_of[n], "value": v} for n, v in sorted(d.values.items())],
+        compared=[_entry(n, params_of[n], v) for n, v in sorted(d.values.items())],
         survivors=list(d.survivors)) for d in rung_history(spec, storage_url)]
+
+
+def _entry(number: int, params: dict, value: float | None) -> dict[str, Any]:
+    """A compared trial; a non-finite value (stored as NULL) is None plus a flag."""
+    finite = is_finite(value)
+    return {"trial": number, "params": params, "value": value if finite else None,
+            "non_finite": not finite}

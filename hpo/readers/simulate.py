@@ -40,9 +40,21 @@ class SimulationResult:
     best_value: float
     regret: float | None
     rungs: list[RungSummary] = field(default_factory=list)
+    outside_grid_rows: int = 0  # curve rows of configurations not in this grid
+    non_finite_values: int = 0  # NaN / inf values in the grid's curves
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Strict JSON: a non-finite number is null plus ``<key>_non_finite: true``."""
+        out = dataclasses.asdict(self)
+        for key in ("winner_value", "best_value", "regret"):
+            value = out[key]
+            if value is not None and not math.isfinite(value):
+                out[key] = None
+                out[f"{key}_non_finite"] = True
+        return out
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), allow_nan=False)
 
 
 def simulate(spec: StudySpec, curves: LearningCurves, claim_seed: int | None = None,
@@ -96,8 +108,10 @@ def summarize(spec: StudySpec, storage_url: str, curves: LearningCurves) -> Simu
         winner=dict(winner.params) if winner else None,
         winner_trial=winner.number if winner else None,
         winner_value=winner_value, best=params_of[best_number], best_value=best_value,
-        regret=regret, rungs=rungs)
+        regret=regret, rungs=rungs, outside_grid_rows=curves.outside_grid_rows,
+        non_finite_values=curves.non_finite_values)
 
 
 def _nan_low(value: float, sign: float) -> float:
-    return value if not math.isnan(value) else -math.inf * sign
+    """Non-finite values rank last (hpo/scheduling/rungs.py), also for the full-grid best."""
+    return value if math.isfinite(value) else -math.inf * sign

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from hpo.readers.failures import describe, error_of
 from hpo.service import db
 from hpo.scheduling.spec import StudySpec
 
@@ -109,6 +110,16 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
         title = "winner" if snap["finished"] else "leader"
         lines.append(f"{title}: trial {best.number} {json.loads(best.params_json)} "
                      f"{spec.metric}={best.last_value:.4f} after {best.epochs_done} epochs")
+    for t in snap["trials"]:  # failed for good, or put back to be retried from its checkpoint
+        error = error_of(t)
+        if error is not None:
+            what = {"failed": "FAILED", "complete": "recovered", "pruned": "recovered"}.get(
+                t.state, "retried from its checkpoint")
+            lines.append(f"  trial {t.number} {what}: {describe(error)}")
+    non_finite = [t.number for t in snap["trials"] if t.epochs_done and t.last_value is None]
+    if non_finite:
+        lines.append(f"non-finite {spec.metric} (ranks last at its rung): trial(s) "
+                     + ", ".join(str(n) for n in non_finite))
     lines.append("")
     lines.append(f"{'worker':<32} {'host':<16} {'device':<10} {'state':<7} {'trial':>5} {'heartbeat':>10}")
     live_ids = {w.id for w in live_workers(snap["workers"], spec.lease_seconds, now)}

@@ -36,6 +36,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from model.errors import SaanError
+from hpo.readers.failures import describe, trial_errors
 from hpo.readers.results import checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
 from hpo.readers.published import SCORE_COLUMNS
@@ -124,6 +125,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
         raise NoFinishedTrial(f"study {name!r} on {db.mask_url(storage_url)}: no finished trial "
                               "to score yet (status shows how far it is)")
     checkpoints = checkpoint_ids(spec.name, storage_url)
+    errors = trial_errors(spec.name, storage_url)
     store = CheckpointStore(artifacts or spec.artifacts, spec.name)
     columns = axis_columns(spec.grid)
     rows = []
@@ -136,11 +138,23 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
                                            store, device)
         row = {"trial": trial.number}
         row.update({columns[axis]: trial.params.get(axis) for axis in spec.grid})
-        row.update(state=trial.state.name.lower(), epochs=trial.user_attrs.get("epochs", 0))
+        row.update(state=_state(trial, errors.get(trial.number)),
+                   epochs=trial.user_attrs.get("epochs", 0))
         row.update({k: (metrics or {}).get(k, math.nan) for k in TEST_SCORE_COLUMNS})
         rows.append(row)
     return pd.DataFrame(rows, columns=["trial", *columns.values(), "state", "epochs",
                                        *TEST_SCORE_COLUMNS])
+
+
+def _state(trial, error: dict | None) -> str:
+    """Optuna's state; a FAILED trial's with its reason (one cell: no '|' or line breaks)."""
+    state = trial.state.name.lower()
+    if trial.state == TrialState.FAIL and error is not None:
+        state += ": " + describe(error).replace("|", "/")
+    elif trial.state == TrialState.PRUNED and trial.intermediate_values and not math.isfinite(
+            trial.intermediate_values[max(trial.intermediate_values)]):
+        state += " (non-finite objective)"
+    return state
 
 
 def _score_and_store(spec, storage, trial, checkpoint_id, store, device) -> dict | None:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from hpo.readers.results import stored_spec
 from hpo.readers.stored_scores import stored_test_scores
 from hpo.report.published import published_ladder
+from hpo.readers.failures import error_of
 from hpo.readers.rung_history import rung_history
 from hpo.scheduling.policy import LadderRung
 from hpo.scheduling.spec import StudySpec
@@ -40,6 +41,8 @@ class TrialView:
     values: dict[int, float]  # epoch -> reported validation metric (Optuna intermediate values)
     metrics: dict[str, float]  # last reported metrics (accuracy, plcc, srcc, mse, ...)
     value: float | None  # Optuna's final value (COMPLETE trials)
+    error: dict | None = None  # the last error its run raised (hpo/readers/failures.py)
+    service_rung: int | None = None  # the rung it was in when the service last moved it
 
     @property
     def epochs(self) -> int:
@@ -117,7 +120,9 @@ def collect(name: str, storage_url: str) -> ReportData:
             service_state=row.state if row is not None else None,
             values={int(k): float(v) for k, v in sorted(t.intermediate_values.items())},
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None))
+            value=t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+            error=error_of(row) if row is not None else None,
+            service_rung=row.rung if row is not None else None))
     try:
         best_number = study.best_trial.number
     except ValueError:

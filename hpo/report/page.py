@@ -9,11 +9,13 @@ names, the storage URL (masked before it gets here) -- goes through
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from typing import Any
 
 import plotly.io as pio
 
+from hpo.readers.failures import describe
 from hpo.report.figures import FIGURE_IDS, rung_reached
 from hpo.report.figures import esc as e
 from hpo.report.published import SECTION_ID, published_section
@@ -108,6 +110,7 @@ def render_page(data, figures: dict) -> str:
         parts.append(f"<section id=\"section-{figure_id}\">\n<h2>{title}</h2>\n"
                      f"<p class=\"explain\">{explain}</p>\n{div}\n</section>\n")
     parts.append(published_section(data))
+    parts.append(failures_section(data))
     parts.append(metrics_table(data))
     parts.append(f"<footer>saan-hpo report of study {name}, generated "
                  f"{_utc(data.generated_at)}.</footer>\n<script>{SORTER}</script>\n</body>\n</html>\n")
@@ -186,7 +189,8 @@ def metrics_table(data) -> str:
         cells.append(_num(t.epochs, str(t.epochs)))
         cells.append(_num(reached if t.values else None, str(reached) if t.values else ""))
         last = t.last_value
-        cells.append(_num(last, f"{last:.4f}" if last is not None else ""))
+        shown = "" if last is None else f"{last:.4f}" if math.isfinite(last) else "non-finite"
+        cells.append(_num(last if last is None or math.isfinite(last) else None, shown))
         for key, _ in VALIDATION_SCORE_COLUMNS:
             value = t.metrics.get(key)
             cells.append(_num(value, f"{value:.4f}" if value is not None else ""))
@@ -196,6 +200,34 @@ def metrics_table(data) -> str:
             f"with its last reported validation scores (blank: not reported). Click a heading to sort."
             f"</p>\n<table id=\"metrics-table\"><thead><tr>{''.join(heads)}</tr></thead>\n<tbody>\n"
             + "\n".join(body) + "\n</tbody></table>\n</section>\n")
+
+
+def failures_section(data) -> str:
+    """Trials whose runs raised: FAILED for good (and which rung went on without them) or retried."""
+    rows = []
+    decided = {r.rung for r in data.rungs if r.decided}
+    for t in data.trials:
+        if t.error is None:
+            continue
+        if t.service_state == "failed":
+            what = "FAILED"
+            if data.spec.policy.pauses_at_rungs and t.service_rung is not None:
+                verdict = ("was decided over the other trials" if t.service_rung in decided
+                           else "will be decided over the other trials")
+                what += f"; rung {t.service_rung} (epoch {data.spec.boundaries[t.service_rung]}) {verdict}"
+        elif t.service_state in ("complete", "pruned"):
+            what = "recovered after a retry from its checkpoint"
+        else:
+            what = "being retried from its checkpoint"
+        rows.append(f"<li data-trial=\"{t.number}\"><b>trial {t.number}</b> "
+                    f"({e(', '.join(f'{k}={v}' for k, v in t.params.items()))}): {what}. "
+                    f"{e(describe(t.error))}</li>")
+    if not rows:
+        return ""
+    return ("<section id=\"section-failures\">\n<h2>Failures</h2>\n<p class=\"explain\">Trials "
+            "whose training raised. A run that raises is retried from its last checkpoint up to "
+            f"[study] max_retries times, then FAILED; a rung with FAILED members "
+            "is decided over the rest.</p>\n<ul>" + "\n".join(rows) + "</ul>\n</section>\n")
 
 
 def _num(value: Any, shown: str) -> str:

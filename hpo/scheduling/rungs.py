@@ -16,7 +16,13 @@ it after ``rung_epochs(...)[k]`` cumulative epochs of training:
 At a rung that is not the last, the best ``max(1, n // eta)`` trials survive
 (ties broken by the lower trial number, so the result depends only on the
 reported values), the rest are pruned at that epoch. Trials in the last rung
-have trained the full budget and all complete. For 16 trials, eta 2, 5
+have trained the full budget and all complete.
+
+Non-finite objectives (NaN, +-inf, or None as stored: a diverged model's SRCC
+is undefined) rank last at their rung whatever the direction, so they are
+pruned first; at the last rung they are pruned rather than completed, so a
+non-finite value never wins while a finite one exists. Trials that FAILED are
+not in a rung's cohort: the rung is decided over the rest. For 16 trials, eta 2, 5
 cumulative rungs: 16*1 + 8*2 + 4*4 + 2*8 + 1*16 = 80 epochs.
 """
 
@@ -75,23 +81,31 @@ class RungDecision:
     last: bool  # survivors of the last rung complete rather than continue
 
 
-def rank(values: Mapping[int, float], direction: str) -> list[int]:
-    """Trial numbers best first; NaN ranks last; ties by trial number."""
+def is_finite(value: float | None) -> bool:
+    """A comparable objective: not None (stored non-finite), NaN or infinite."""
+    return value is not None and math.isfinite(value)
+
+
+def rank(values: Mapping[int, float | None], direction: str) -> list[int]:
+    """Trial numbers best first; non-finite values last; ties by trial number."""
     sign = -1.0 if direction == "maximize" else 1.0
 
     def key(number: int) -> tuple[int, float, int]:
         value = values[number]
-        if value is None or math.isnan(value):
+        if not is_finite(value):
             return (1, 0.0, number)
         return (0, sign * value, number)
 
     return sorted(values, key=key)
 
 
-def decide_rung(rung: int, epoch: int, values: Mapping[int, float], eta: int,
+def decide_rung(rung: int, epoch: int, values: Mapping[int, float | None], eta: int,
                 direction: str, last: bool) -> RungDecision:
     ordered = rank(values, direction)
-    keep = len(ordered) if last else survivors_count(len(ordered), eta)
+    if last:
+        keep = sum(is_finite(values[n]) for n in ordered)
+    else:
+        keep = survivors_count(len(ordered), eta)
     return RungDecision(
         rung=rung,
         epoch=epoch,

@@ -47,7 +47,7 @@ from hpo.scheduling.rungs import SCHEDULES
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
-              "priority", "time_budget", "tensorboard", "mlflow"}
+              "priority", "time_budget", "tensorboard", "mlflow", "max_retries"}
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
@@ -87,6 +87,9 @@ class StudySpec:
     time_budget: float | None = None  # seconds from the study's creation; then claim nothing new
     tensorboard: str | None = None  # directory for TensorBoard event files, one folder per trial
     mlflow: bool = False  # log to MLflow (its tracking URI from the environment), if installed
+    # A trial whose run raises is retried from its checkpoint this many times,
+    # then FAILED. Operational like lease_seconds: not part of the spec's hash.
+    max_retries: int = 2
     description: str = ""
     # Workers serving several studies claim from higher priorities first
     # (hpo/scheduling/fleet.py). Operational, like lease_seconds: it orders
@@ -196,6 +199,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         raise ConfigError(source, "study.priority", f"expected an integer, got {priority!r}")
     if not isinstance(study.get("mlflow", False), bool):
         raise ConfigError(source, "study.mlflow", f"expected true or false, got {study['mlflow']!r}")
+    retries = study.get("max_retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(source, "study.max_retries", f"expected an integer >= 0, got {retries!r}")
     for key in ("storage", "artifacts", "description", "tensorboard"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
@@ -219,6 +225,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         time_budget=(parse_duration(study["time_budget"], source) if "time_budget" in study else None),
         tensorboard=study.get("tensorboard") or None,
         mlflow=bool(study.get("mlflow", False)),
+        max_retries=retries,
         description=study.get("description", ""),
     )
     return spec

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from hpo.scheduling.policy import RungMember
-from hpo.scheduling.rungs import RungDecision
+from hpo.scheduling.rungs import RungDecision, is_finite
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 
@@ -213,6 +213,36 @@ class Coordinator:
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
                          .values(current_trial=None))
 
+    def record_failure(self, worker_id: str, number: int, error: dict, retryable: bool) -> str | None:
+        """A held trial's run raised: back to waiting (any worker resumes it from its
+        checkpoint) while it has retries left and ``retryable``, else failed.
+
+        The error ({type, message, host, epoch}) is stored with the failure count;
+        returns the trial's new state, None when the lease was no longer held.
+        """
+        t = db.trials.c
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.failures).where(self._held(worker_id, number))).first()
+            if row is None:
+                return None
+            failures = (row.failures or 0) + 1
+            final = not retryable or failures > self.spec.max_retries
+            state = "failed" if final else "waiting"
+            conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
+                state=state, lease_owner=None, lease_expires=None, failures=failures,
+                error_json=json.dumps({**error, "failures": failures, "final": final}),
+                finalized=False, updated_at=now))
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(current_trial=None))
+        return state
+
+    def last_value(self, number: int) -> float | None:
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.last_value).where(
+                t.study == self.study, t.number == number)).scalar_one()
+
     def settle(self, worker_id: str, number: int, state: str) -> bool:
         """End a held trial's stint: paused (at a rung), complete, pruned or failed."""
         with self.engine.begin() as conn:
@@ -242,8 +272,11 @@ class Coordinator:
                 return None
             rows = conn.execute(sa.select(t.number, t.state, t.epochs_done, t.last_value).where(
                 t.study == self.study, t.rung == rung, t.state != "failed")).all()
+            # Non-finite values are stored as NULL; one written as NaN/inf by an
+            # older release means the same.
             verdict = self.spec.policy.decide_rung(rung, [
-                RungMember(r.number, r.last_value, r.epochs_done, r.state == "paused") for r in rows])
+                RungMember(r.number, r.last_value if is_finite(r.last_value) else None,
+                           r.epochs_done, r.state == "paused") for r in rows])
             if verdict is None:
                 return None
             decision = verdict.decision

@@ -71,6 +71,12 @@ trials = sa.Table(
     sa.Column("finalized", sa.Boolean, nullable=False, default=False),
     sa.Column("claims", sa.Integer, nullable=False, default=0),
     sa.Column("updated_at", sa.Float),
+    # Runs that raised so far, and the last error as JSON {type, message, host,
+    # epoch, final}; a trial is retried from its checkpoint until failures
+    # exceed [study] max_retries. Added after the first release: nullable, and
+    # add_missing_columns() puts them into databases created before.
+    sa.Column("failures", sa.Integer, default=0),
+    sa.Column("error_json", sa.Text),
 )
 
 rungs = sa.Table(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -33,8 +32,9 @@ from hpo.service import db
 from hpo.service.machine import MachinePaths, MissingDataRoot
 from hpo.service.stored_studies import (ANY_STUDY, ready_rows, spec_from_row, study_loads,
                                         unfinished_names)
+from hpo.service.stops import HARD_STOP_EXIT, StopRequests
 from hpo.service.trial_runs import TrialRun
-from hpo.service.worker import Worker
+from hpo.service.worker import HardStop, Worker
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,8 @@ class UnknownStudy(db.SaanError):
 class FleetWorker:
     def __init__(self, storage_url: str, machine: MachinePaths,
                  make_factory: Callable[[StudySpec], RunFactory], names: list[str] | None = None,
-                 poll_seconds: float = 0.2, stint_epochs: int | None = DEFAULT_STINT_EPOCHS):
+                 poll_seconds: float = 0.2, stint_epochs: int | None = DEFAULT_STINT_EPOCHS,
+                 stops: StopRequests | None = None):
         self.storage_url = storage_url
         self.machine = machine
         self.make_factory = make_factory
@@ -67,7 +68,10 @@ class FleetWorker:
         self.skipped: set[str] = set()  # studies this machine cannot train
         self.worker_id: str | None = None
         self.active: Worker | None = None
-        self.stop_requested = threading.Event()
+        # One set of stop flags for every study served (hpo/service/stops.py).
+        self.stops = stops if stops is not None else StopRequests()
+        self._own_stops = stops is None
+        self.stop_requested = self.stops.graceful
         self._done = threading.Event()
 
     # ---- which studies ----------------------------------------------------
@@ -108,10 +112,9 @@ class FleetWorker:
     def _study_worker(self, spec: StudySpec) -> Worker:
         worker = Worker.attach(spec, self.storage_url, self.make_factory(spec),
                                artifacts=spec.artifacts, device=spec.run.trainer.device,
-                               poll_seconds=self.poll_seconds)
-        # One worker in the storage's eyes: same id, same stop flag for every study.
+                               poll_seconds=self.poll_seconds, stops=self.stops)
+        # One worker in the storage's eyes: same id, same stop flags for every study.
         worker.worker_id = self.worker_id
-        worker.stop_requested = self.stop_requested
         worker.stint_epochs = self.stint_epochs
         log.info("serving study %r (%s, %d configurations, priority %d)", spec.name,
                  spec.scheduler.kind, len(spec.grid_points()), spec.priority)
@@ -124,9 +127,10 @@ class FleetWorker:
         log.info("worker %s serving %s on %s (device %s)", self.worker_id,
                  ", ".join(self.names) if self.names else "every study",
                  db.mask_url(self.storage_url), self.machine.device or "auto")
-        restore = self._install_signal_handlers()
+        restore = self.stops.install() if self._own_stops else (lambda: None)
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
+        code = 0
         try:
             while not self.stop_requested.is_set():
                 open_names = db.retrying(self.discover, log=log)
@@ -141,9 +145,13 @@ class FleetWorker:
                     continue
                 for name in open_names:
                     self.studies[name]._decide_ready_rungs()
-                time.sleep(self.poll_seconds)
-            for worker in self.studies.values():
-                db.retrying(worker.finalize, log=log)
+                self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
+            if not self.stops.hard.is_set():
+                for worker in self.studies.values():
+                    db.retrying(worker.finalize, log=log)
+        except HardStop as stop:
+            log.error("%s", stop)
+            code = HARD_STOP_EXIT
         finally:
             self._done.set()
             restore()
@@ -151,7 +159,7 @@ class FleetWorker:
             for worker in self.studies.values():
                 worker.close()
             self.engine.dispose()
-        return 0
+        return code
 
     def _claim(self, open_names: list[str]):
         """(study worker, claim) from the first study in the rule's order that has a trial."""
@@ -187,19 +195,6 @@ class FleetWorker:
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(db.workers.c.id == self.worker_id)
                          .values(state="exited", current_trial=None, heartbeat_at=time.time()))
-
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def request_stop(signum, _frame):
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt  # second signal: stop now
-            log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-            self.stop_requested.set()
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
     def _heartbeat(self) -> None:
         while True:

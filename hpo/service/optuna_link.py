@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -118,8 +119,10 @@ def report(trial: optuna.trial.Trial, value: float, epoch: int, metrics: Mapping
         warnings.simplefilter("ignore", UserWarning)  # "step is already reported"
         trial.report(value, epoch)
     trial.set_user_attr("epochs", epoch)
-    trial.set_user_attr("last_metrics", {k: float(v) for k, v in metrics.items()
-                                         if isinstance(v, (int, float))})
+    # Non-finite metrics are stored as null: the attribute stays strict JSON.
+    trial.set_user_attr("last_metrics", {k: float(v) if math.isfinite(v) else None
+                                         for k, v in metrics.items()
+                                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
 
 
 def finish_trial(study: optuna.Study, number: int, state: str, value: float | None) -> None:

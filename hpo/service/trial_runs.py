@@ -18,12 +18,18 @@ from hpo.scheduling.spec import StudySpec
 from hpo.service.learning_curves import LearningCurves
 
 EpochCallback = Callable[[int, dict], Any]
+AbortCheck = Callable[[], bool]
 
 
 class TrialRun(Protocol):
+    """``fit`` asks ``should_abort()`` between batches and raises when it says
+    True (a hard stop; the run is then mid-epoch and is resumed from its last
+    checkpoint, never from itself)."""
+
     epoch: int
 
-    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None) -> Any: ...
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
+            should_abort: AbortCheck | None = None) -> Any: ...
 
     def to_bytes(self) -> bytes: ...
 
@@ -75,8 +81,9 @@ class SaanRun:
     def epoch(self) -> int:
         return self.trainer.epoch
 
-    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
-        return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end)
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
+            should_abort: AbortCheck | None = None):
+        return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end, should_abort=should_abort)
 
     def to_bytes(self) -> bytes:
         import torch  # see __init__
@@ -97,6 +104,10 @@ class SaanRun:
         self.trainer.load_state_dict(state)
 
 
+class ReplayAborted(Exception):
+    """The replay's counterpart of model.train.TrainingAborted."""
+
+
 class ReplayRun:
     """Replays one configuration's recorded curve, optionally sleeping per epoch."""
 
@@ -106,7 +117,8 @@ class ReplayRun:
         self.epoch_seconds = epoch_seconds
         self.epoch = 0
 
-    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None):
+    def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
+            should_abort: AbortCheck | None = None):
         # The replay's own log of epochs begun (SAAN_HPO_REPLAY_TRACE): fault
         # tests count work actually done, including epochs lost to a kill.
         trace = os.environ.get("SAAN_HPO_REPLAY_TRACE")
@@ -114,12 +126,23 @@ class ReplayRun:
             if trace:
                 with open(trace, "a") as fh:
                     fh.write(json.dumps({"params": self.params, "epoch": self.epoch + 1}) + "\n")
-            if self.epoch_seconds:
-                time.sleep(self.epoch_seconds)
+            self._sleep(self.epoch_seconds, should_abort)
             self.epoch += 1
             metrics = {self.metric: self.curves.value(self.params, self.epoch)}
             if on_epoch_end is not None and on_epoch_end(self.epoch, metrics) is False:
                 break
+
+    @staticmethod
+    def _sleep(seconds: float, should_abort: AbortCheck | None) -> None:
+        """The epoch's time, in slices like a trainer's batches (a hard stop lands between them)."""
+        end = time.monotonic() + seconds
+        while True:
+            if should_abort is not None and should_abort():
+                raise ReplayAborted("replay aborted mid-epoch")
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.02))
 
     def to_bytes(self) -> bytes:
         return json.dumps({"epoch": self.epoch, "params": self.params}).encode()

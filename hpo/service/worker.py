@@ -7,9 +7,22 @@ lease -- in that order, so a worker killed at any point loses at most the
 epoch in flight and never a reported value (a re-reported epoch is ignored by
 Optuna and, with deterministic training, has the same value anyway).
 
-SIGTERM / SIGINT: the epoch in flight finishes and is checkpointed, the lease
-is given back (another worker resumes the trial), and the worker exits 0. A
-second signal stops at once; the lease then simply expires.
+Stops (hpo/service/stops.py): the first SIGTERM / SIGINT lets the epoch in
+flight finish and be checkpointed, gives the lease back (another worker resumes
+the trial) and exits 0. A second one abandons the epoch at the next batch,
+releases the trial -- resumable from its last durable checkpoint -- and exits
+non-zero with one line saying so. Signal handlers only set flags, so neither
+lands inside a database or checkpoint write, and an error raised while a stop
+is under way releases the trial instead of failing it.
+
+Failures: a run that raises is retried from its last checkpoint, by any
+worker, up to ``[study] max_retries`` times, then FAILED with its error (type,
+message, host, epoch) stored for status, the report and table. Running out of
+GPU memory fails at once: the same batch size will not fit next time either.
+
+Non-finite objectives (a diverged model's undefined SRCC) are stored as NULL,
+reported to Optuna as NaN (its pruners prune NaN at a rung), rank last at
+their rung (hpo/scheduling/rungs.py) and never complete a trial.
 
 The loop, one :meth:`Worker.step` at a time: finish what is settled, then
 ``FINISHED`` (no open trial left: exit), ``OUT_OF_TIME`` (``[study] time_budget``
@@ -17,16 +30,18 @@ spent: claim nothing new, exit), ``IDLE`` (nothing claimable: decide any
 complete rung, wait) or ``TRAINED`` (one stint of one trial). A stint ends
 ``REACHED`` (trained to its target: the policy pauses or completes it),
 ``PRUNED``, ``STOPPED`` (a signal, or a stint shorter than the trial's target:
-released), ``LEASE_LOST`` (another worker took
-it over: dropped) or ``FAILED``.
+released), ``ABORTED`` (a second signal: released mid-epoch, then the worker exits),
+``LEASE_LOST`` (another worker took it over: dropped), ``RETRIED`` (it raised: put
+back to be resumed) or ``FAILED``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
-import signal
+import socket
 import threading
 import time
 from typing import Any, Callable, Mapping
@@ -41,6 +56,7 @@ from hpo.scheduling.time_budget import may_claim
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
+from hpo.service.stops import HARD_STOP_EXIT, StopRequests, parent_gone
 from hpo.service.trackers import Tracker, tracker_for
 from hpo.service.trial_runs import TrialRun
 
@@ -50,8 +66,13 @@ log = logging.getLogger(__name__)
 FINISHED, OUT_OF_TIME, IDLE, TRAINED = "finished", "out of time", "idle", "trained"
 # How a stint of one trial ended.
 REACHED, PRUNED, STOPPED, LEASE_LOST, FAILED = "reached", "pruned", "stopped", "lease lost", "failed"
+ABORTED, RETRIED = "aborted", "retried"
 
 RunFactory = Callable[[Mapping[str, Any]], TrialRun]
+
+
+class HardStop(Exception):
+    """A second stop request: the trial was released mid-epoch; the worker exits non-zero."""
 
 
 def shuffled_claim_order(seed: int, n_trials: int) -> Callable[[int], int]:
@@ -68,7 +89,7 @@ class Worker:
                  optuna_study: optuna_link.OptunaStudy, make_run: RunFactory, *,
                  device: str = "auto", poll_seconds: float = 0.2,
                  claim_order: Callable[[int], int] | None = None, tracker: Tracker | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, stops: StopRequests | None = None):
         self.spec = spec
         self.policy = spec.policy
         self.coordinator = coordinator
@@ -84,7 +105,11 @@ class Worker:
         self.study_started: float | None = None
         self.worker_id: str | None = None
         self.held: HeldLease | None = None  # the lease the heartbeat renews
-        self.stop_requested = threading.Event()
+        # Handed in by the CLI, which installs the signal handlers before the
+        # slow start-up; a Worker given none installs its own while it runs.
+        self.stops = stops if stops is not None else StopRequests()
+        self._own_stops = stops is None
+        self.stop_requested = self.stops.graceful
         self._done = threading.Event()
 
     @classmethod
@@ -103,23 +128,33 @@ class Worker:
 
     # ---- lifecycle -------------------------------------------------------
     def run(self) -> int:
+        """0 when the study is finished or a stop was honoured; HARD_STOP_EXIT after a hard stop."""
+        restore = self.stops.install() if self._own_stops else (lambda: None)
+        self.stops.on_signal(self._log_signal)
         self.worker_id = db.retrying(self.coordinator.register_worker, self.device, log=log)
         log.info("worker %s attached to study %r on %s (device %s)", self.worker_id,
                  self.spec.name, db.mask_url(str(self.coordinator.engine.url)), self.device)
-        restore = self._install_signal_handlers()
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
+        code = 0
         try:
             while not self.stop_requested.is_set():
                 if self.step() in (FINISHED, OUT_OF_TIME):
                     break
-            db.retrying(self.finalize, log=log)
+            if not self.stops.hard.is_set():
+                db.retrying(self.finalize, log=log)
+        except HardStop as stop:
+            log.error("%s", stop)
+            code = HARD_STOP_EXIT
         finally:
             self._done.set()
             self.tracker.close()
             restore()
             db.retrying(self.coordinator.worker_exited, self.worker_id, log=log, deadline=30)
-        return 0
+        if code == 0 and self.stops.hard.is_set():
+            log.error("hard stop: no trial was in flight; nothing to resume")
+            code = HARD_STOP_EXIT
+        return code
 
     def step(self) -> str:
         """One turn of the loop: FINISHED, IDLE or TRAINED."""
@@ -135,7 +170,7 @@ class Worker:
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
             self._decide_ready_rungs()
-            time.sleep(self.poll_seconds)
+            self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
             return IDLE
         self.train(claim)
         return TRAINED
@@ -156,22 +191,24 @@ class Worker:
             self.study_started = stored["created_at"]
         return may_claim(self.study_started, self.clock(), self.spec.time_budget)
 
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-
-        def request_stop(signum, _frame):
-            if self.stop_requested.is_set():
-                raise KeyboardInterrupt  # second signal: stop now
-            log.info("signal %d: finishing the current epoch, then releasing the trial", signum)
-            self.stop_requested.set()
-
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+    def _log_signal(self, signum: int) -> None:
+        # Runs inside the signal handler: only flags and a line are safe here.
+        what = f"signal {signum}" if signum else "stop request"
+        if self.stops.hard.is_set():
+            log.warning("%s again: abandoning the epoch in flight at the next batch", what)
+        else:
+            log.info("%s: finishing the current epoch, then releasing the trial", what)
 
     def _heartbeat(self) -> None:
         interval = max(0.05, self.spec.lease_seconds / 3)
-        while not self._done.wait(interval):
+        next_renewal = time.monotonic() + interval
+        while not self._done.wait(min(interval, 1.0)):
+            if parent_gone() and not self.stop_requested.is_set():
+                log.warning("the launcher that started this worker is gone: stopping")
+                self.stops.request()
+            if time.monotonic() < next_renewal:
+                continue
+            next_renewal = time.monotonic() + interval
             held = self.held  # one stint's lease: a late answer about an earlier one is ignored
             try:
                 if not self.coordinator.renew(self.worker_id, held and held.number) and held:
@@ -183,37 +220,85 @@ class Worker:
     def train(self, claim: Claim) -> None:
         """Train ``claim`` to its target epoch, then settle it as the stint ended."""
         self.held = HeldLease(claim.number)
-        stint = Stint(self, claim, self.held)
+        stint = None
         try:
+            stint = Stint(self, claim, self.held)
             ended = stint.run()
         except SaanError:
             db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log)
             raise  # bad input: every trial would fail the same way
-        except Exception:
-            log.exception("trial %d failed", claim.number)
-            ended = FAILED
+        except Exception as err:  # noqa: BLE001 -- a hard stop's TrainingAborted too
+            ended = self._after_error(claim, stint, err)
         finally:
             self.held = None
-        self._settle(claim, ended)
+        self._settle(claim, ended, stint)
 
-    def _settle(self, claim: Claim, ended: str) -> None:
+    def _after_error(self, claim: Claim, stint: "Stint | None", err: Exception) -> str:
+        """A run raised: because of a stop (released), or a failure (retried, or FAILED)."""
+        durable = stint.durable if stint is not None else claim.epochs_done
+        if self.stops.hard.is_set():
+            return ABORTED
+        if self.stop_requested.is_set():
+            # e.g. a loader worker killed by the same signal: not the trial's fault
+            log.warning("trial %d: %s raised while stopping (%s); released, resumable from "
+                        "epoch %d", claim.number, type(err).__name__, _first_line(err), durable)
+            return STOPPED
+        epoch = durable + 1
+        oom = is_out_of_memory(err)
+        message = _first_line(err)
+        if oom:
+            message = (f"out of memory at batch size {self._batch_size(claim)} (retrying cannot "
+                       f"help; use a smaller batch size): {message}")
+        error = {"type": type(err).__name__, "message": message[:500],
+                 "host": socket.gethostname(), "epoch": epoch}
+        state = db.retrying(self.coordinator.record_failure, self.worker_id, claim.number, error,
+                            not oom, log=log)
+        if state is None:
+            return LEASE_LOST  # another worker holds it now
+        if state == "failed":
+            log.exception("trial %d raised in epoch %d: FAILED (%s)", claim.number, epoch,
+                          "out of memory" if oom else f"after {self.spec.max_retries} retries")
+            return FAILED
+        log.exception("trial %d raised in epoch %d; put back to be resumed from its checkpoint "
+                      "at epoch %d", claim.number, epoch, durable)
+        return RETRIED
+
+    def _batch_size(self, claim: Claim) -> Any:
+        if "batch_size" in claim.params:
+            return claim.params["batch_size"]
+        return self.spec.run_config(claim.params).trainer.batch_size
+
+    def _settle(self, claim: Claim, ended: str, stint: "Stint | None") -> None:
         settle = self.coordinator.settle
+        durable = stint.durable if stint is not None else claim.epochs_done
         if ended == LEASE_LOST:
             log.warning("trial %d: lease lost to another worker; dropping it", claim.number)
             return
-        if ended == FAILED:
-            db.retrying(settle, self.worker_id, claim.number, "failed", log=log)
+        if ended == RETRIED:
+            return  # waiting again, with its error recorded
+        if ended in (ABORTED, STOPPED):
+            db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log,
+                        deadline=30 if self.stops.hard.is_set() else 600)
+            if self.stops.hard.is_set():
+                what = "its epoch in flight abandoned, " if ended == ABORTED else ""
+                raise HardStop(f"hard stop: trial {claim.number} {what}released; it is resumable "
+                               f"from its last durable checkpoint (epoch {durable})")
             return
-        if ended == PRUNED:
+        if ended == FAILED:
+            # Its rung is decided over the rest once they are all parked there.
+            self._decide_ready_rungs()
+        elif ended == PRUNED:
             db.retrying(settle, self.worker_id, claim.number, "pruned", log=log)
-        elif ended == STOPPED:
-            db.retrying(self.coordinator.release, self.worker_id, claim.number, log=log)
         elif self.policy.at_target() == PAUSE:
             db.retrying(settle, self.worker_id, claim.number, "paused", log=log)
             decision = db.retrying(self.coordinator.decide_rung, claim.rung, self.worker_id, log=log)
             if decision is not None:
                 log.info("rung %d decided at epoch %d: survivors %s, pruned %s", decision.rung,
                          decision.epoch, list(decision.survivors), list(decision.pruned))
+        elif db.retrying(self.coordinator.last_value, claim.number, log=log) is None:
+            # A non-finite final objective never completes a trial: Optuna
+            # could not be told it, and it must not be the winner.
+            db.retrying(settle, self.worker_id, claim.number, "pruned", log=log)
         else:
             db.retrying(settle, self.worker_id, claim.number, "complete", log=log)
         db.retrying(self.finalize, log=log)
@@ -265,6 +350,7 @@ class Stint:
         self.trial = db.retrying(worker.optuna.start_trial, claim.optuna_trial_id, log=log)
         self.claim, self.trial_run = self._resume(claim)
         self.checkpoint = self.claim.checkpoint_id
+        self.durable = self.claim.epochs_done  # the epoch of the last recorded checkpoint
         self.started = time.time()
         self.ended: str | None = None  # set by an epoch that stops the stint early
 
@@ -291,19 +377,26 @@ class Stint:
         return claim, run
 
     def run(self) -> str:
-        """REACHED, PRUNED, STOPPED (a signal, or the end of a shorter stint) or LEASE_LOST."""
-        until = self.worker.stint_end(self.claim)
-        if self.trial_run.epoch < until:
-            self.trial_run.fit(until, on_epoch_end=self.on_epoch_end)
+        """REACHED, PRUNED, STOPPED (a signal, or the end of a shorter stint) or LEASE_LOST;
+        a hard stop raises out of ``fit``."""
+        worker = self.worker
+        until = worker.stint_end(self.claim)
+        if self.trial_run.epoch < until and not worker.stop_requested.is_set():
+            self.trial_run.fit(until, on_epoch_end=self.on_epoch_end,
+                               should_abort=worker.stops.hard.is_set)
         if self.ended is not None:
             return self.ended
         return STOPPED if self.trial_run.epoch < self.claim.target_epoch else REACHED
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> bool:
-        """Report, checkpoint, record under the lease; False stops the run after this epoch."""
+        """Report, checkpoint, record under the lease; False stops the run after this epoch.
+
+        The epoch is trained: these writes run to the end even when a second
+        signal arrives meanwhile (its flag is looked at afterwards)."""
         worker, number = self.worker, self.claim.number
-        value = float(metrics[worker.spec.metric])
-        db.retrying(optuna_link.report, self.trial, value, epoch, metrics, log=log)
+        value = finite_or_none(metrics[worker.spec.metric])
+        reported = math.nan if value is None else value  # Optuna's pruners prune NaN
+        db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.to_bytes())
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
                            _plain(metrics), self.started, checkpoint, log=log)
@@ -314,15 +407,42 @@ class Stint:
         if self.checkpoint != checkpoint:
             worker.checkpoints.remove(self.checkpoint)  # only now: the new one is recorded
         self.checkpoint, self.started = checkpoint, time.time()
+        self.durable = epoch
         worker.tracker.log_epoch(number, self.claim.params, epoch, _plain(metrics))
-        log.info("trial %d epoch %d/%d %s=%.4f", number, epoch, self.claim.target_epoch,
-                 worker.spec.metric, value)
+        log.info("trial %d epoch %d/%d %s=%s", number, epoch, self.claim.target_epoch,
+                 worker.spec.metric, "non-finite" if value is None else f"{value:.4f}")
         if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
             self.ended = PRUNED
             return False
         return not worker.stop_requested.is_set()
 
 
-def _plain(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+def finite_or_none(value: Any) -> float | None:
+    """The objective as stored: a float, or None when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA (or host) out of memory: this configuration cannot run at its batch size."""
+    try:
+        import torch
+
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _plain(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Numeric metrics for the epoch record; non-finite ones as None (strict JSON)."""
+    return {k: finite_or_none(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
