@@ -208,6 +208,8 @@ def test_a_study_started_before_the_new_columns_resumes_under_a_fleet_worker(tmp
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     study = write_study(tmp_path / "blog.toml", name="blog", lease_seconds=3)
     curves = write_curves(tmp_path / "curves.csv", TABLE)
+    assert cli("launch", str(study), "--storage", storage, "--workers", "0",
+               cwd=tmp_path).returncode == 0  # only launch creates a study
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study), "--storage",
                               storage, "--replay-curves", str(curves), "--replay-epoch-seconds",

@@ -74,7 +74,7 @@ def _check_and_launch(args: argparse.Namespace, stops) -> int:
         return launch_many(args)
     spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
-    check_before_creating(spec, spec.storage, curves is not None)
+    check_before_creating(spec, spec.storage, trains_here=curves is None and args.workers > 0)
     with db.naming(spec.storage):
         return _launch(args, spec, curves, stops)
 

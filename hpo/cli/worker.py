@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace, stops) -> int:
             raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
     spec = study_spec(args)  # storage and artifacts resolved
     curves = replay_curves(args, spec)
-    check_before_creating(spec, spec.storage, curves is not None)
+    check_before_creating(spec, spec.storage, trains_here=curves is None)
     with db.naming(spec.storage):
         attach(spec, spec.storage)  # a worker never creates a study
         code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log", stops=stops)

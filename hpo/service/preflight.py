@@ -20,11 +20,15 @@ from hpo.service import db
 from hpo.scheduling.spec import StudySpec, default_storage
 
 
-def check_before_creating(spec: StudySpec, storage_url: str, replay: bool) -> None:
-    """Raise the one-line SaanError of the first problem; nothing is created (see module doc)."""
+def check_before_creating(spec: StudySpec, storage_url: str, trains_here: bool) -> None:
+    """Raise the one-line SaanError of the first problem; nothing is created (see module doc).
+
+    ``trains_here`` False (replayed curves, or ``launch --workers 0`` for a fleet whose
+    workers bring their own data roots): no data to check on this machine.
+    """
     check_storage(spec.name, storage_url)
     check_stored_spec(spec, storage_url)
-    if not replay:  # replayed curves train nothing: no data to check
+    if trains_here:
         check_data(spec)
 
 
