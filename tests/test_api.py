@@ -170,7 +170,7 @@ def test_tensorboard_event_files_hold_every_reported_scalar(tmp_path):
     path = study_file(tmp_path, f'tensorboard = "{board}"', grid=SMALL_GRID, rungs=2)
     spec = load_spec(path)
     assert isinstance(tracker_for(spec).trackers[0], TensorBoardTracker)
-    done = cli("worker", str(path), "--replay-curves", str(curves_for(tmp_path, SMALL_GRID)))
+    done = cli("launch", str(path), "--replay-curves", str(curves_for(tmp_path, SMALL_GRID)))
     assert done.returncode == 0, done.stderr[-2000:]
     trials = optuna.load_study(study_name="api", storage=spec.storage).trials
     assert sorted(p.name for p in board.iterdir()) == [f"trial-{t.number:03d}" for t in trials]

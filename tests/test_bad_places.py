@@ -157,6 +157,7 @@ def half_done_study(tmp_path: Path, storage: str) -> tuple[Path, Path]:
     """A blog study stopped by SIGTERM after a few epochs (its trial released)."""
     study = write_study(tmp_path / "blog.toml", storage=storage)
     curves = write_curves(tmp_path / "c.csv", TABLE)
+    assert cli("launch", str(study), "--workers", "0", cwd=tmp_path).returncode == 0
     worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study),
                                "--replay-curves", str(curves), "--replay-epoch-seconds", "0.05"],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -236,7 +237,7 @@ def test_lasting_and_passing_database_errors_are_told_apart():
 def test_unknown_scheme_missing_folder_and_unsafe_name_create_nothing(tmp_path):
     curves = write_curves(tmp_path / "c.csv", TABLE)
     good = write_study(tmp_path / "blog.toml", storage=f"sqlite:///{tmp_path / 'study.db'}")
-    assert cli("worker", str(good), "--replay-curves", str(curves), cwd=tmp_path,
+    assert cli("launch", str(good), "--replay-curves", str(curves), cwd=tmp_path,
                timeout=120).returncode == 0  # an existing, finished study to read from
     before = listing(tmp_path)
     rows_before = [study_rows(f"sqlite:///{tmp_path / 'study.db'}", t, "blog")
@@ -309,7 +310,7 @@ def test_bad_data_is_found_before_the_study_or_a_lease_exists(tmp_path, baid_sou
     shared = tmp_path / "shared.db"
     curves = write_curves(tmp_path / "c.csv", TABLE)
     other = write_study(tmp_path / "blog.toml", storage=f"sqlite:///{shared}")
-    assert cli("worker", str(other), "--replay-curves", str(curves), cwd=tmp_path,
+    assert cli("launch", str(other), "--replay-curves", str(curves), cwd=tmp_path,
                timeout=120).returncode == 0
     count_before = {t.name: len(study_rows(f"sqlite:///{shared}", t, "tiny")) for t in
                     (db.trials, db.rungs, db.epochs, db.workers)}
@@ -357,6 +358,7 @@ def test_status_eta_counts_only_workers_with_a_live_heartbeat(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=2)
     curves = write_curves(tmp_path / "c.csv", TABLE)
+    assert cli("launch", str(study), "--workers", "0", cwd=tmp_path).returncode == 0
     worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study),
                                "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -127,6 +127,7 @@ def test_study_finishes_with_its_plan_and_winner_past_a_damaged_checkpoint(tmp_p
 
 def run_until_rung_decided(study: Path, storage: str, curves: Path, cwd: Path, rung: int):
     """A worker that stops (SIGTERM: epoch finished, trial released) once ``rung`` is decided."""
+    assert cli("launch", str(study), "--workers", "0", cwd=cwd).returncode == 0  # only launch creates
     log = open(cwd / "first-worker.log", "w")
     worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study),
                                "--replay-curves", str(curves), "--replay-epoch-seconds", "0.2"],

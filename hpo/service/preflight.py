@@ -48,7 +48,8 @@ def check_storage(study_name: str, storage_url: str) -> None:
 
 
 def sqlite_folder_to_create(storage_url: str, study_name: str) -> Path | None:
-    """The folder of the default SQLite layout (runs/<study>/) when it is missing, else None.
+    """The folder of the runs/ layout (runs/<study>/, or any runs/<name>/ beside it) when it
+    is missing, else None.
 
     Any other missing folder is a typo far more often than a wish: a study
     created there would be lost from sight, so it is never created.
@@ -56,8 +57,8 @@ def sqlite_folder_to_create(storage_url: str, study_name: str) -> Path | None:
     path = db.sqlite_path(db.resolve_url(storage_url))
     if path is None or path.parent.is_dir():
         return None
-    default = db.sqlite_path(default_storage(study_name))
-    if path.absolute() == default.absolute():
+    runs = db.sqlite_path(default_storage(study_name)).absolute().parent.parent
+    if path.absolute().parent.parent == runs:
         return path.parent
     return None
 
