@@ -35,7 +35,7 @@ from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
 from studyfiles import ClaimLimitedWorker, cli, grid_points, run_claims, stored_rungs, write_curves, write_study
 
-XSS_NAME = "<script>alert(1)</script>"
+XSS_NAME = "<img src=x onerror=alert(1)>"  # one path component: a study name may be this
 
 
 def in_ci() -> bool:
@@ -46,13 +46,13 @@ def in_ci() -> bool:
 class MetricsReplay(ReplayRun):
     """A replay that reports every metric the trainer does, derived from the curve's value."""
 
-    def fit(self, until_epoch, on_epoch_end=None):
+    def fit(self, until_epoch, on_epoch_end=None, should_abort=None):
         def all_metrics(epoch, metrics):
             v = metrics[self.metric]
             full = {"srcc": v, "plcc": 0.9 * v, "accuracy": 0.5 + v / 4, "mse": 1.0 - v}
             return on_epoch_end(epoch, full) if on_epoch_end else None
 
-        return super().fit(until_epoch, all_metrics)
+        return super().fit(until_epoch, all_metrics, should_abort=should_abort)
 
 
 def curves_table(seed: int) -> list[list[float]]:

@@ -150,14 +150,15 @@ class StudySpec:
 
 
 # A study's name becomes a folder (runs/<name>/) and part of artifact ids: one
-# plain path component, never "a/b" (nested folders) or ".." (outside runs/).
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# path component, never "a/b" (nested folders), "." or ".." (outside runs/), no
+# control characters, not starting with "-" (it would read as an option).
+STUDY_NAME = re.compile(r"(?!\.{1,2}$)[^/\\\x00-\x1f\x7f\s-][^/\\\x00-\x1f\x7f]{0,127}")
 
 
 def check_study_name(name: str, source: str, key: str) -> str:
     if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
-        raise ConfigError(source, key, "expected a plain name (letters, digits, '.', '_', '-'; "
-                          f"starting with a letter or digit; at most 128), got {name!r}")
+        raise ConfigError(source, key, "expected one path component (no '/', '\\', control "
+                          f"characters, '.' or '..'; at most 128 characters), got {name!r}")
     return name
 
 
