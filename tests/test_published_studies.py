@@ -223,6 +223,7 @@ def test_table_of_a_study_without_finished_trial_is_one_line_exit_2(tmp_path):
 
     spec = synthetic_override(load_spec(STUDIES / "ablation.toml"), 2)
     storage = storage_of(tmp_path, spec.name)
+    Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True)  # open_or_create makes no folder
     open_or_create(spec, storage)
     done = cli("table", "--study", spec.name, "--storage", storage, cwd=tmp_path)
     assert done.returncode == 2
