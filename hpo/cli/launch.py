@@ -149,11 +149,4 @@ def _run_children(args, spec, stops) -> int:
                         p.send_signal(signal.SIGTERM)
                 continue
             time.sleep(0.1)
-    code = 0
-    for p, log_path, handle in children:
-        handle.close()
-        if p.returncode != 0:
-            code = p.returncode if p.returncode > 0 else 1
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            print(f"worker log {log_path} (exit {p.returncode}):", *tail, sep="\n  ", file=sys.stderr)
-    return code
+    return session.children_exit_code(children)

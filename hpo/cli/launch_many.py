@@ -117,12 +117,6 @@ def _run_pool(args, names, storage, machine_argv, specs) -> int:
         for child, _, _ in children:
             child.wait()
         raise
-    code = 0
-    for child, log_path, handle in children:
-        handle.close()
-        if child.returncode != 0:
-            code = child.returncode if child.returncode > 0 else 1
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            print(f"worker log {log_path} (exit {child.returncode}):", *tail, sep="\n  ",
-                  file=sys.stderr)
-    return code
+    from hpo.cli.session import children_exit_code
+
+    return children_exit_code(children)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
 from hpo.cli.logs import attach_log_file
@@ -107,3 +108,17 @@ def print_outcome(spec, seconds: float) -> None:
     else:
         print(f"winner: trial {best.number} {best.params} "
               f"{spec.metric}={best.value:.4f} after {best.user_attrs.get('epochs')} epochs")
+
+
+def children_exit_code(children) -> int:
+    """Close the (process, log path, log handle) triples of finished worker children; 0 when all
+    exited 0, else the last failing code, with the tail of each failing worker's log on stderr."""
+    code = 0
+    for child, log_path, handle in children:
+        handle.close()
+        if child.returncode != 0:
+            code = child.returncode if child.returncode > 0 else 1
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            print(f"worker log {log_path} (exit {child.returncode}):", *tail, sep="\n  ",
+                  file=sys.stderr)
+    return code
