@@ -244,6 +244,10 @@ def test_worker_group_sigint_reaches_loader_workers_and_sigkilled_launch_orphans
         tmp_path, data, baseline):
     study, storage = write_study(tmp_path, data)
 
+    # Only launch creates a study; --workers 0 creates it without training anything.
+    assert start("launch", study, "--workers", "0").wait(timeout=120) == 0
+    assert rows(storage, db.epochs) == []
+
     # A worker and its loader workers get SIGINT together (a terminal's Ctrl-C): released, exit 0.
     worker = start("worker", study)
     wait_for("an epoch", storage, new_epoch(0))
