@@ -25,7 +25,6 @@ Typical use (what hpo's worker can do per epoch):
 from __future__ import annotations
 
 import io
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -77,28 +76,12 @@ def checkpoint_bytes(state: dict) -> bytes:
 def write_durable(data: bytes | dict, path: str | Path) -> Path:
     """Write ``data`` (bytes, or a state dict to torch.save) to ``path`` atomically and durably.
 
-    The file carries its checksum header (model/checkpoint_file.py) and is written to
-    a temporary file in the same folder, fsynced and renamed over ``path``; then the
-    folder is fsynced so the rename itself survives a power cut: a crash leaves the
-    old file or the new one, never half of one.
+    The file carries its checksum header and is written to a temporary file in
+    the same folder, fsynced, renamed over ``path`` and the folder fsynced
+    (model/checkpoint_file.py): a crash leaves the old file or the new one, never half of one.
     """
     payload = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else checkpoint_bytes(data)
-    path = checkpoint_file.write(path, payload)
-    fsync_dir(path.parent)
-    return path
-
-
-def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return checkpoint_file.write(path, payload)
 
 
 class CheckpointWriter:

@@ -116,7 +116,21 @@ def write(path: str | Path, payload: bytes) -> Path:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass  # the folder refuses changes; the error above already names it
+    fsync_dir(path.parent)  # the rename itself survives a power cut
     return path
+
+
+def fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_error(path: str | Path, err: OSError) -> CheckpointWriteError:

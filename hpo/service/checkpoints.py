@@ -3,10 +3,13 @@
 Each epoch's checkpoint gets a new artifact id (``<study>-t<number>-e<epoch>-<random>``;
 the random part keeps a stalled worker that lost its lease from deleting the
 file of the worker that took over) and the previous one is removed only after the new id is recorded under the
-lease: a worker killed while writing leaves the last good checkpoint in place
-(Optuna's FileSystemArtifactStore writes in place, not atomically). A directory
-store is the default; workers on several machines need one they all reach (a
-shared filesystem path, or any Optuna artifact store passed in by code).
+lease: a worker killed while writing leaves the last good checkpoint in place.
+A directory store is the default; workers on several machines need one they
+all reach (a shared filesystem path, or any Optuna artifact store passed in by
+code). In a directory, ``save`` writes a temporary file, fsyncs it and renames
+it into place (Optuna's FileSystemArtifactStore writes in place and never
+fsyncs): when ``save`` returns the checkpoint is durable, so the worker may
+record its epoch. Other stores are trusted to be durable when ``write`` returns.
 
 Every artifact carries its checksum (model/checkpoint_file.py): ``load``
 returns verified bytes or raises DamagedCheckpoint; a damaged file is never
@@ -51,6 +54,9 @@ class CheckpointStore:
 
     def save(self, number: int, epoch: int, payload: bytes) -> str:
         artifact_id = self.artifact_id(number, epoch)
+        if self.root is not None:  # atomic and durable; names the path when refused
+            checkpoint_file.write(self.root / artifact_id, payload)
+            return artifact_id
         try:
             self.store.write(artifact_id, io.BytesIO(checkpoint_file.frame(payload)))
         except OSError as err:

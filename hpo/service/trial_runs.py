@@ -31,7 +31,11 @@ class TrialRun(Protocol):
     def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
             should_abort: AbortCheck | None = None) -> Any: ...
 
-    def to_bytes(self) -> bytes: ...
+    def snapshot(self) -> Any:
+        """The run's exact state, copied now (fast): training may go on at once."""
+
+    def snapshot_bytes(self, snapshot: Any) -> bytes:
+        """A snapshot serialised (slow for SAAN; the worker calls it off the training thread)."""
 
     def load_bytes(self, payload: bytes) -> None: ...
 
@@ -85,12 +89,13 @@ class SaanRun:
             should_abort: AbortCheck | None = None):
         return self.trainer.fit(until_epoch, on_epoch_end=on_epoch_end, should_abort=should_abort)
 
-    def to_bytes(self) -> bytes:
-        import torch  # see __init__
+    def snapshot(self) -> Any:
+        return self.trainer.snapshot()  # a host copy (model/checkpoint.py)
 
-        buffer = io.BytesIO()
-        torch.save(self.trainer.state_dict(), buffer)
-        return buffer.getvalue()
+    def snapshot_bytes(self, snapshot: Any) -> bytes:
+        from model.checkpoint import checkpoint_bytes  # torch: see __init__
+
+        return checkpoint_bytes(snapshot)
 
     def load_bytes(self, payload: bytes) -> None:
         import torch  # see __init__
@@ -144,8 +149,11 @@ class ReplayRun:
                 return
             time.sleep(min(left, 0.02))
 
-    def to_bytes(self) -> bytes:
-        return json.dumps({"epoch": self.epoch, "params": self.params}).encode()
+    def snapshot(self) -> Any:
+        return {"epoch": self.epoch, "params": dict(self.params)}
+
+    def snapshot_bytes(self, snapshot: Any) -> bytes:
+        return json.dumps(snapshot).encode()
 
     def load_bytes(self, payload: bytes) -> None:
         from model.checkpoint_file import DamagedCheckpoint

@@ -7,6 +7,14 @@ lease -- in that order, so a worker killed at any point loses at most the
 epoch in flight and never a reported value (a re-reported epoch is ignored by
 Optuna and, with deterministic training, has the same value anyway).
 
+The checkpoint is written off the training thread: at the end of epoch N the
+run's state is copied to the host (fast), and one background thread per
+worker serialises it, writes it durably and only then records epoch N, while
+epoch N+1 already trains. Before the end of epoch N+1 is handled, epoch N's
+write and record have finished (one snapshot in memory at a time), and a
+stint never ends -- reached, pruned, stopped, aborted or raised -- before its
+last epoch is recorded. A kill meanwhile loses only what was not yet durable.
+
 Stops (hpo/service/stops.py): the first SIGTERM / SIGINT lets the epoch in
 flight finish and be checkpointed, gives the lease back (another worker resumes
 the trial) and exits 0. A second one abandons the epoch at the next batch,
@@ -44,6 +52,7 @@ import random
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -111,6 +120,10 @@ class Worker:
         self._own_stops = stops is None
         self.stop_requested = self.stops.graceful
         self._done = threading.Event()
+        # One thread, so checkpoints land and are recorded in epoch order (see
+        # the module docstring); plain concurrent.futures, not model.checkpoint's
+        # writer, so that replay workers never import torch.
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saan-hpo-checkpoint")
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
@@ -123,6 +136,7 @@ class Worker:
 
     def close(self) -> None:
         """Release the database connections of the coordinator's engine; close the trackers."""
+        self.writer.shutdown(wait=True)
         self.tracker.close()
         self.coordinator.engine.dispose()
 
@@ -353,6 +367,8 @@ class Stint:
         self.durable = self.claim.epochs_done  # the epoch of the last recorded checkpoint
         self.started = time.time()
         self.ended: str | None = None  # set by an epoch that stops the stint early
+        self.lease_lost = False  # set on the writer thread when recording finds another owner
+        self.writing: Future | None = None  # the last epoch's write-then-record, in the background
 
     def _resume(self, claim: Claim) -> tuple[Claim, TrialRun]:
         worker = self.worker
@@ -381,40 +397,64 @@ class Stint:
         a hard stop raises out of ``fit``."""
         worker = self.worker
         until = worker.stint_end(self.claim)
-        if self.trial_run.epoch < until and not worker.stop_requested.is_set():
-            self.trial_run.fit(until, on_epoch_end=self.on_epoch_end,
-                               should_abort=worker.stops.hard.is_set)
+        try:
+            if self.trial_run.epoch < until and not worker.stop_requested.is_set():
+                self.trial_run.fit(until, on_epoch_end=self.on_epoch_end,
+                                   should_abort=worker.stops.hard.is_set)
+        finally:
+            # Also when fit raised (a hard stop, a failing epoch): the epoch
+            # before it is recorded, so the trial resumes from there.
+            self.wait_recorded()
+        if self.lease_lost:
+            return LEASE_LOST
         if self.ended is not None:
             return self.ended
         return STOPPED if self.trial_run.epoch < self.claim.target_epoch else REACHED
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> bool:
-        """Report, checkpoint, record under the lease; False stops the run after this epoch.
-
-        The epoch is trained: these writes run to the end even when a second
-        signal arrives meanwhile (its flag is looked at afterwards)."""
-        worker, number = self.worker, self.claim.number
+        """Report now, checkpoint and record in the background; False stops the run after this epoch."""
+        worker = self.worker
         value = finite_or_none(metrics[worker.spec.metric])
         reported = math.nan if value is None else value  # Optuna's pruners prune NaN
         db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
-        checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.to_bytes())
-        held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
-                           _plain(metrics), self.started, checkpoint, log=log)
-        if not held or self.lease.lost.is_set():
-            worker.checkpoints.remove(checkpoint)
-            self.ended = LEASE_LOST
+        snapshot = self.trial_run.snapshot()  # a copy: the next epoch may change the live state
+        self.wait_recorded()  # the previous epoch's write: one snapshot in memory at a time
+        if self.lease_lost:
             return False
-        if self.checkpoint != checkpoint:
-            worker.checkpoints.remove(self.checkpoint)  # only now: the new one is recorded
-        self.checkpoint, self.started = checkpoint, time.time()
-        self.durable = epoch
-        worker.tracker.log_epoch(number, self.claim.params, epoch, _plain(metrics))
-        log.info("trial %d epoch %d/%d %s=%s", number, epoch, self.claim.target_epoch,
-                 worker.spec.metric, "non-finite" if value is None else f"{value:.4f}")
+        started, self.started = self.started, time.time()
+        self.writing = worker.writer.submit(self._write_and_record, epoch, value, _plain(metrics),
+                                            started, snapshot)
         if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
             self.ended = PRUNED
             return False
         return not worker.stop_requested.is_set()
+
+    def wait_recorded(self) -> None:
+        """Wait for the background write and record of the last epoch; its error is raised here."""
+        writing, self.writing = self.writing, None
+        if writing is not None:
+            writing.result()
+
+    def _write_and_record(self, epoch: int, value: float | None, metrics: dict, started: float,
+                          snapshot: Any) -> None:
+        """On the writer thread: the checkpoint made durable, then the epoch recorded under the lease.
+
+        The epoch is trained: these writes run to the end even when a second
+        signal arrives meanwhile (signals only set flags, on the main thread)."""
+        worker, number = self.worker, self.claim.number
+        checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.snapshot_bytes(snapshot))
+        held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
+                           metrics, started, checkpoint, log=log)
+        if not held or self.lease.lost.is_set():
+            worker.checkpoints.remove(checkpoint)
+            self.lease_lost = True
+            return
+        if self.checkpoint != checkpoint:
+            worker.checkpoints.remove(self.checkpoint)  # only now: the new one is recorded
+        self.checkpoint, self.durable = checkpoint, epoch
+        worker.tracker.log_epoch(number, self.claim.params, epoch, metrics)
+        log.info("trial %d epoch %d/%d %s=%s", number, epoch, self.claim.target_epoch,
+                 worker.spec.metric, "non-finite" if value is None else f"{value:.4f}")
 
 
 def finite_or_none(value: Any) -> float | None:
