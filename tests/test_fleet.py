@@ -149,6 +149,65 @@ def test_sigkill_mid_epoch_the_others_finish_both_studies_postgres(tmp_path, pg_
     kill_one_of_three(tmp_path, pg_url)
 
 
+def live_processes_naming(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if text.encode() in cmdline and "\nState:\tZ" not in status:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_pool_of_several_studies_is_supervised_like_one_study(tmp_path):
+    """SIGTERM to the process group of ``launch A B --workers 2``, then to launch alone:
+    each time every worker releases its trial and exits, launch exits 0, nothing is left
+    running; a relaunch finishes both studies as they would alone."""
+    storage = f"sqlite:///{tmp_path / 'fleet.db'}"
+    files = three_studies(tmp_path)[:2]
+    curves = write_curves(tmp_path / "curves.csv", TABLE)
+    command = [sys.executable, "-m", "hpo.cli", "launch", *map(str, files), "--storage", storage,
+               "--workers", "2", "--replay-curves", str(curves), "--replay-epoch-seconds", "0.05"]
+    for whom in ("group", "launch"):
+        since = len(study_rows(storage, db.epochs, "blog")) if whom == "launch" else 0
+        launch = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if len(study_rows(storage, db.epochs, "blog")) > since + 3:
+                    break
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+                pass  # tables not created yet
+            time.sleep(0.05)
+        if whom == "group":
+            os.killpg(launch.pid, signal.SIGTERM)
+        else:
+            launch.send_signal(signal.SIGTERM)
+        out, _ = launch.communicate(timeout=120)
+        assert launch.returncode == 0, out[-2000:]
+        assert "stopped by a signal" in out
+        assert live_processes_naming(storage) == [], whom  # no orphaned worker
+        for name in ("blog", "small"):
+            trials = study_rows(storage, db.trials, name)
+            assert not [t.number for t in trials if t.state in ("running", "failed") or t.lease_owner]
+        engine = db.create_service_engine(storage)
+        with engine.connect() as conn:
+            states = conn.execute(sa.select(db.workers.c.state)).scalars().all()
+        engine.dispose()
+        assert states and set(states) == {"exited"}
+    finish = cli("launch", *map(str, files), "--storage", storage, "--workers", "2",
+                 "--replay-curves", str(curves), "--replay-epoch-seconds", "0.01", cwd=tmp_path)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    check_studies(storage, {"blog": 80, "small": 24})
+
+
 # ---- what a worker without a study file refuses ------------------------------------------
 def test_a_worker_lacking_the_data_root_says_so_and_claims_nothing(tmp_path):
     storage = f"sqlite:///{tmp_path / 'fleet.db'}"

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
 
@@ -71,7 +69,7 @@ def _check_and_launch(args: argparse.Namespace, stops) -> int:
     if args.more_study_files:
         from hpo.cli.launch_many import launch_many
 
-        return launch_many(args)
+        return launch_many(args, stops)
     spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     check_before_creating(spec, spec.storage, trains_here=curves is None and args.workers > 0)
@@ -113,40 +111,24 @@ def _run_in_process(args, spec, curves, stops) -> int:
 def _run_children(args, spec, stops) -> int:
     from hpo.cli import session
     from hpo.cli.progress import ProgressLine
-    from hpo.cli.session import log_dir as logs_of
-    from hpo.service.stops import ENV_PARENT_PID
 
-    log_dir = logs_of(spec)
+    log_dir = session.log_dir(spec)
     log_dir.mkdir(parents=True, exist_ok=True)
     # Children log to files and draw no bars; each CPU trial uses the trainer's
     # fixed thread count (model/train.py), whatever the number of workers.
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
-    env[ENV_PARENT_PID] = str(os.getpid())  # children stop when launch is gone
     devices = session.local_devices(args.workers, args.device, spec.run.trainer.device)
-    children = []
-    for i, device in enumerate(devices):
+    commands = []
+    for device in devices:
         command = [sys.executable, "-m", "hpo.cli", "worker", args.study_file,
                    "--artifacts", spec.artifacts, "--device", device]
         command += data_option_argv(args)
         if args.replay_curves:
             command += ["--replay-curves", args.replay_curves,
                         "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
-        log_path = log_dir / f"worker-{i}.log"
-        handle = open(log_path, "ab")
-        # Own session: the group's signals reach launch only, which forwards them once.
-        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True), log_path, handle))
+        commands.append(command)
+    children = session.start_children(commands, [log_dir / f"worker-{i}.log" for i in range(len(devices))],
+                                      env)
     print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
-    forwarded = 0
     with ProgressLine(spec):
-        while any(p.poll() is None for p, _, _ in children):
-            if stops.signals > forwarded and forwarded < 2:
-                forwarded += 1
-                what = "stop" if forwarded == 1 else "hard stop"
-                print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
-                for p, _, _ in children:
-                    if p.poll() is None:
-                        p.send_signal(signal.SIGTERM)
-                continue
-            time.sleep(0.1)
-    return session.children_exit_code(children)
+        return session.supervise(children, stops)

@@ -6,6 +6,8 @@ workers serve them all as one pool: each is ``saan-hpo worker --study A
 --study B ...`` (hpo/service/fleet_worker.py), so a worker idle at one study's
 narrow rung takes another study's waiting trial. ``--workers 0`` stops after
 creating or resuming: a fleet started elsewhere (SLURM, Kubernetes) attaches.
+The workers are supervised as single-study launch's are (hpo/cli/launch.py):
+own session, one forwarded stop per signal, none orphaned.
 
 The local workers use this machine's paths from the study files (they run
 where the files are); ``--artifacts DIR`` is one checkpoint store for every
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from hpo.cli.options import apply_data_option, replay_curves
 from hpo.scheduling.spec import StudySpec, load_spec
 
 
-def launch_many(args: argparse.Namespace) -> int:
+def launch_many(args: argparse.Namespace, stops) -> int:
     from hpo.service.study import open_or_create
 
     specs, storage = _specs(args)
@@ -42,11 +43,14 @@ def launch_many(args: argparse.Namespace) -> int:
         print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
               f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
               f"{spec.planned_epochs()} epochs planned, priority {spec.priority}", flush=True)
-    if args.workers == 0:
+    if args.workers == 0 or stops.graceful.is_set():
         return 0
     started = time.monotonic()
-    code = _run_pool(args, names, storage, machine_args, specs)
-    if code == 0:
+    code = _run_pool(args, names, storage, machine_args, specs, stops)
+    if stops.graceful.is_set():
+        print(f"stopped by a signal (exit {code}); trials in flight were released: run the same "
+              "launch command again to resume the studies", flush=True)
+    elif code == 0:
         from hpo.cli.session import print_outcome
 
         for spec in specs:
@@ -84,15 +88,14 @@ def _machine_argv(specs: list[StudySpec]) -> list[str]:
     return argv
 
 
-def _run_pool(args, names, storage, machine_argv, specs) -> int:
-    from hpo.cli.session import local_devices
+def _run_pool(args, names, storage, machine_argv, specs, stops) -> int:
+    """N local fleet workers, supervised like single-study launch's (hpo/cli/session.py)."""
+    from hpo.cli.session import local_devices, start_children, supervise
 
     log_dir = Path("runs") / "fleet-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=storage)
     devices = local_devices(args.workers, args.device, specs[0].run.trainer.device)
-    if all(d == "cpu" for d in devices) and "SAAN_HPO_THREADS" not in env:
-        env["SAAN_HPO_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
     base = [sys.executable, "-m", "hpo.cli", "worker"] + [f"--study={n}" for n in names]
     base += machine_argv
     if args.artifacts:
@@ -100,23 +103,7 @@ def _run_pool(args, names, storage, machine_argv, specs) -> int:
     if args.replay_curves:
         base += ["--replay-curves", args.replay_curves,
                  "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
-    children = []
-    for i, device in enumerate(devices):
-        log_path = log_dir / f"worker-{i}.log"
-        handle = open(log_path, "ab")
-        child = subprocess.Popen(base + ["--device", device], stdout=handle,
-                                 stderr=subprocess.STDOUT, env=env)
-        children.append((child, log_path, handle))
+    children = start_children([base + ["--device", device] for device in devices],
+                              [log_dir / f"worker-{i}.log" for i in range(len(devices))], env)
     print(f"{len(children)} workers serving {', '.join(names)}; logs in {log_dir}/", flush=True)
-    try:
-        for child, _, _ in children:
-            child.wait()
-    except KeyboardInterrupt:
-        for child, _, _ in children:
-            child.terminate()  # each checkpoints its epoch in flight and releases its trial
-        for child, _, _ in children:
-            child.wait()
-        raise
-    from hpo.cli.session import children_exit_code
-
-    return children_exit_code(children)
+    return supervise(children, stops)

@@ -4,8 +4,12 @@ progress line and log file, the device it really uses, and the commands to run n
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from hpo.cli.logs import attach_log_file
@@ -122,3 +126,43 @@ def children_exit_code(children) -> int:
             print(f"worker log {log_path} (exit {child.returncode}):", *tail, sep="\n  ",
                   file=sys.stderr)
     return code
+
+
+def start_children(commands: list[list[str]], log_paths: list[Path], env: dict) -> list:
+    """Worker children, each logging to its file, in their own session (process group).
+
+    Own session: a signal to launch's process group (Ctrl-C, ``timeout``, systemd,
+    SLURM, ``docker stop``) reaches launch alone, which forwards it once
+    (:func:`supervise`). ENV_PARENT_PID makes each child stop by itself when
+    launch is gone, even after a SIGKILL (hpo/service/stops.py).
+    """
+    from hpo.service.stops import ENV_PARENT_PID
+
+    env = dict(env, **{ENV_PARENT_PID: str(os.getpid())})
+    children = []
+    for command, log_path in zip(commands, log_paths):
+        handle = open(log_path, "ab")
+        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                          start_new_session=True), log_path, handle))
+    return children
+
+
+def supervise(children: list, stops) -> int:
+    """Wait for the children, passing ONE stop request (SIGTERM) to each per signal launch got.
+
+    The first signal lets every worker finish its epoch in flight, checkpoint
+    it and release its trial; a second is forwarded as a hard stop. Returns
+    :func:`children_exit_code`.
+    """
+    forwarded = 0
+    while any(p.poll() is None for p, _, _ in children):
+        if stops.signals > forwarded and forwarded < 2:
+            forwarded += 1
+            what = "stop" if forwarded == 1 else "hard stop"
+            print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
+            for p, _, _ in children:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            continue
+        time.sleep(0.1)
+    return children_exit_code(children)
