@@ -237,14 +237,19 @@ def test_a_worker_lacking_the_data_root_says_so_and_claims_nothing(tmp_path):
 def test_the_stored_row_rebuilds_the_spec_and_priority_is_not_hashed(tmp_path):
     storage = f"sqlite:///{tmp_path / 'fleet.db'}"
     path = write_study(tmp_path / "blog.toml", name="blog", lease_seconds=7)
-    path.write_text(path.read_text().replace('metric = "srcc"',
-                                             'metric = "srcc"\npriority = 3\ndescription = "d"'))
+    tensorboard = tmp_path / "tb"
+    path.write_text(path.read_text().replace(
+        'metric = "srcc"', f'metric = "srcc"\npriority = 3\ndescription = "d"\ntime_budget = "1h30m"\n'
+        f'max_retries = 5\nmlflow = true\ntensorboard = "{tensorboard}"'))
     assert cli("launch", str(path), "--storage", storage, "--workers", "0").returncode == 0
     spec = load_spec(path)
     row = study_rows_by_name(storage)["blog"]
     rebuilt = spec_from_row(row, storage)
     assert rebuilt.spec_hash() == spec.spec_hash()
     assert (rebuilt.priority, rebuilt.lease_seconds, rebuilt.description) == (3, 7.0, "d")
+    # What a fleet worker with no study file needs to serve the study as its author meant.
+    assert (rebuilt.time_budget, rebuilt.max_retries, rebuilt.mlflow, rebuilt.tensorboard) == \
+        (5400.0, 5, True, str(tensorboard))
     # A new priority is a new order of work, not a new study: accepted and stored.
     path.write_text(path.read_text().replace("priority = 3", "priority = -1"))
     assert cli("launch", str(path), "--storage", storage, "--workers", "0").returncode == 0

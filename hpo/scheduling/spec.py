@@ -140,9 +140,15 @@ class StudySpec:
         }
 
     def settings(self) -> dict[str, Any]:
-        """The [study] settings that are stored beside the identity but not hashed."""
+        """The [study] settings that are stored beside the identity but not hashed.
+
+        A fleet worker given no study file serves the study with these
+        (hpo/service/stored_studies.py); a launch with changed values stores them anew.
+        """
         return {"lease_seconds": self.lease_seconds, "description": self.description,
-                "priority": self.priority}
+                "priority": self.priority, "time_budget": self.time_budget,
+                "max_retries": self.max_retries, "tensorboard": self.tensorboard,
+                "mlflow": self.mlflow}
 
     def spec_hash(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True, default=str)

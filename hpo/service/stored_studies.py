@@ -32,8 +32,9 @@ def spec_from_row(row: Any, storage_url: str) -> StudySpec:
                              "direction": identity["direction"], "storage": storage_url,
                              "artifacts": row.artifacts}
     settings = json.loads(row.settings_json) if getattr(row, "settings_json", None) else {}
-    for key in ("lease_seconds", "description"):
-        if key in settings:
+    # Studies created by an older version stored fewer keys: the rest keep their defaults.
+    for key in ("lease_seconds", "description", "time_budget", "max_retries", "tensorboard", "mlflow"):
+        if settings.get(key) is not None:
             study[key] = settings[key]
     if getattr(row, "priority", None) is not None:
         study["priority"] = row.priority
