@@ -108,3 +108,14 @@ def baid(source: Path, tmp_path: Path) -> Path:
     root = tmp_path / "baid"
     shutil.copytree(source, root)
     return root
+
+
+@pytest.fixture
+def fresh_resident_data() -> Iterator[None]:
+    """No device-resident split left over from another test (model/device_data.py keeps
+    them per process); use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    from model.device_data import release_resident
+
+    release_resident()
+    yield
+    release_resident()

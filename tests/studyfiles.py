@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from hpo.scheduling.spec import load_spec
 from hpo.service import db
 from hpo.service.learning_curves import LearningCurves
 from hpo.service.study import open_or_create
-from hpo.service.trial_runs import run_factory
+from hpo.service.trial_runs import ReplayRun, run_factory
 from hpo.service.worker import FINISHED, TRAINED, Worker
 
 BLOG_GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
@@ -141,3 +142,83 @@ def run_claims(study_file: Path, curves_csv: Path, claims: int, **worker_options
         worker.run()
     finally:
         worker.close()
+
+
+def hooked_replays(spec, curves: LearningCurves, before_epoch, epoch_seconds: float = 0.0):
+    """A run factory of replays that call ``before_epoch(params, epoch)`` before each epoch
+    (to raise on cue, send a stop, note the time); the worker's callback is honoured."""
+    class HookedRun(ReplayRun):
+        def fit(self, until_epoch, on_epoch_end=None, should_abort=None):
+            going = [True]
+
+            def callback(epoch, metrics):
+                going[0] = on_epoch_end(epoch, metrics) is not False
+                return going[0]
+
+            while self.epoch < until_epoch and going[0]:
+                before_epoch(self.params, self.epoch + 1)
+                super().fit(self.epoch + 1, callback, should_abort)
+
+    return lambda params: HookedRun(curves, params, spec.metric, epoch_seconds)
+
+
+def live_processes_naming(text: str) -> list[int]:
+    """Live processes (not zombies) whose command line contains ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if text.encode() in cmdline and "\nState:\tZ" not in status:
+            pids.append(int(entry.name))
+    return pids
+
+
+def holder_of_a_trial_mid_rung(storage: str, rung_at_least: int, deadline: float):
+    """Wait until some worker holds a trial of rung >= rung_at_least past its first epoch there."""
+    engine = db.create_service_engine(storage)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.select(db.trials).where(
+                        db.trials.c.state == "running", db.trials.c.rung >= rung_at_least)).all()
+            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
+                rows = []
+            for row in rows:
+                start = ([0] + blog_boundaries())[row.rung]
+                if row.epochs_done > start:
+                    return row
+            time.sleep(0.05)
+    finally:
+        engine.dispose()
+    raise AssertionError("no worker reached the middle of a rung in time")
+
+
+def worker_pid(storage: str, worker_id: str) -> int:
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        pid = conn.execute(sa.select(db.workers.c.pid).where(db.workers.c.id == worker_id)).scalar_one()
+    engine.dispose()
+    return pid
+
+
+def kill_the_holder_mid_rung(workers: list, storage: str, rung_at_least: int = 2):
+    """SIGKILL the worker process holding a trial in the middle of a rung, let the others
+    finish (each exits 0); the trial row it held."""
+    import signal
+
+    try:
+        victim = holder_of_a_trial_mid_rung(storage, rung_at_least, time.monotonic() + 120)
+        os.kill(worker_pid(storage, victim.lease_owner), signal.SIGKILL)
+        for w in workers:
+            w.wait(timeout=240)
+    finally:
+        for w in workers:
+            w.kill()
+    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL] + [0] * (len(workers) - 1)
+    return victim

@@ -152,15 +152,21 @@ def test_unwritable_checkpoint_folder_stops_workers_fails_no_trial_and_a_relaunc
     assert not [t for t in trials if t.state == "failed"]
 
 
-# ---- a read-only database ------------------------------------------------------------------
-def half_done_study(tmp_path: Path, storage: str) -> tuple[Path, Path]:
-    """A blog study stopped by SIGTERM after a few epochs (its trial released)."""
-    study = write_study(tmp_path / "blog.toml", storage=storage)
+def launched_with_a_worker(tmp_path: Path, storage: str, epoch_seconds: float, **study_options):
+    """A blog study created by launch and one replay worker process training it."""
+    study = write_study(tmp_path / "blog.toml", storage=storage, **study_options)
     curves = write_curves(tmp_path / "c.csv", TABLE)
     assert cli("launch", str(study), "--workers", "0", cwd=tmp_path).returncode == 0
     worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study),
-                               "--replay-curves", str(curves), "--replay-epoch-seconds", "0.05"],
+                               "--replay-curves", str(curves), "--replay-epoch-seconds", str(epoch_seconds)],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return study, curves, worker
+
+
+# ---- a read-only database ------------------------------------------------------------------
+def half_done_study(tmp_path: Path, storage: str) -> tuple[Path, Path]:
+    """A blog study stopped by SIGTERM after a few epochs (its trial released)."""
+    study, curves, worker = launched_with_a_worker(tmp_path, storage, 0.05)
     try:
         wait_for_epochs(storage, "blog", 4, time.monotonic() + 120)
         worker.send_signal(signal.SIGTERM)
@@ -356,12 +362,7 @@ def study_rows_all(storage: str):
 # ---- status counts live heartbeats ---------------------------------------------------------
 def test_status_eta_counts_only_workers_with_a_live_heartbeat(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=2)
-    curves = write_curves(tmp_path / "c.csv", TABLE)
-    assert cli("launch", str(study), "--workers", "0", cwd=tmp_path).returncode == 0
-    worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study),
-                               "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    study, curves, worker = launched_with_a_worker(tmp_path, storage, 0.1, lease_seconds=2)
     try:
         wait_for_epochs(storage, "blog", 3, time.monotonic() + 120)
         spec = stored_spec("blog", storage)

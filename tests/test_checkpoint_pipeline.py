@@ -18,9 +18,8 @@ from hpo.service.coordination import Coordinator
 from hpo.service.learning_curves import LearningCurves
 from hpo.service.stops import HARD_STOP_EXIT, StopRequests
 from hpo.service.study import open_or_create
-from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import epoch_rows, grid_points, oracle, stored_rungs, study_rows, write_curves, write_study
+from studyfiles import epoch_rows, grid_points, hooked_replays, oracle, stored_rungs, study_rows, write_curves, write_study
 
 GRID = {"lr": [1e-3, 1e-4], "batch_size": [16, 8]}  # 4 trials
 BOUNDARIES = [1, 3, 7]  # eta 2, 3 cumulative rungs: 4*1 + 2*2 + 1*4 = 16 epochs
@@ -61,23 +60,13 @@ class CheckingCoordinator(Coordinator):
 
 
 def timed_factory(spec, curves, began: dict, before_epoch=None):
-    class TimedRun(ReplayRun):
-        """A replay that notes when each of its epochs begins."""
+    """Replays that note when each of their epochs begins."""
+    def hook(params, epoch):
+        if before_epoch is not None:
+            before_epoch(params, epoch)
+        began[(tuple(sorted(params.items())), epoch)] = time.monotonic()
 
-        def fit(self, until_epoch, on_epoch_end=None, should_abort=None):
-            going = [True]
-
-            def callback(epoch, metrics):
-                going[0] = on_epoch_end(epoch, metrics) is not False
-                return going[0]
-
-            while self.epoch < until_epoch and going[0]:
-                if before_epoch is not None:
-                    before_epoch(self.params, self.epoch + 1)
-                began[(tuple(sorted(self.params.items())), self.epoch + 1)] = time.monotonic()
-                super().fit(self.epoch + 1, callback, should_abort)
-
-    return lambda params: TimedRun(curves, params, spec.metric, EPOCH_SECONDS)
+    return hooked_replays(spec, curves, hook, EPOCH_SECONDS)
 
 
 def slow_worker(tmp_path, before_epoch=None, stops=None):

@@ -7,7 +7,7 @@ import torch
 
 from model.checkpoint import CheckpointWriter, snapshot_to_host
 from model.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
-from model.device_data import device_resident, release_resident
+from model.device_data import device_resident
 from model.synthetic import make_synthetic_baid
 from model.train import ENV_COMPILE_BACKEND, Trainer, read_checkpoint
 
@@ -19,11 +19,7 @@ def baid(tmp_path_factory):
     return make_synthetic_baid(tmp_path_factory.mktemp("data") / "baid", n=100, size=40, seed=7)
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_state():
-    release_resident()
-    yield
-    release_resident()
+pytestmark = pytest.mark.usefixtures("fresh_resident_data")
 
 
 def config(root, data=None, **trainer) -> RunConfig:

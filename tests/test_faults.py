@@ -14,8 +14,8 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.service import db
-from studyfiles import (blog_boundaries, create_study, epoch_rows, oracle, stored_rungs, write_curves,
-                        write_study)
+from studyfiles import (blog_boundaries, create_study, epoch_rows, holder_of_a_trial_mid_rung,
+                        kill_the_holder_mid_rung, oracle, stored_rungs, write_curves, write_study)
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
 
@@ -27,35 +27,6 @@ def start_worker(study: Path, storage: str, curves: Path, trace: Path, cwd: Path
     return subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", str(study), "--storage", storage,
                              "--replay-curves", str(curves), "--replay-epoch-seconds", str(seconds)],
                             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def holder_of_a_trial_mid_rung(storage: str, rung_at_least: int, deadline: float):
-    """Wait until some worker holds a trial of rung >= rung_at_least past its first epoch there."""
-    engine = db.create_service_engine(storage)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                with engine.connect() as conn:
-                    rows = conn.execute(sa.select(db.trials).where(
-                        db.trials.c.state == "running", db.trials.c.rung >= rung_at_least)).all()
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
-                rows = []
-            for row in rows:
-                start = ([0] + blog_boundaries())[row.rung]
-                if row.epochs_done > start:
-                    return row
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-    raise AssertionError("no worker reached the middle of a rung in time")
-
-
-def worker_pid(storage: str, worker_id: str) -> int:
-    engine = db.create_service_engine(storage)
-    with engine.connect() as conn:
-        pid = conn.execute(sa.select(db.workers.c.pid).where(db.workers.c.id == worker_id)).scalar_one()
-    engine.dispose()
-    return pid
 
 
 def check_outcome(storage: str, trace: Path, max_lost: int) -> None:
@@ -78,15 +49,7 @@ def kill_one_worker_mid_rung(study: Path, storage: str, curves: Path, trace: Pat
                              n_workers: int, seconds: float):
     """Start workers, SIGKILL one while it holds a trial in the middle of rung 2, let the rest finish."""
     workers = [start_worker(study, storage, curves, trace, cwd, seconds) for _ in range(n_workers)]
-    try:
-        victim = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
-        os.kill(worker_pid(storage, victim.lease_owner), signal.SIGKILL)
-        for w in workers:
-            w.wait(timeout=240)
-    finally:
-        for w in workers:
-            w.kill()
-    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL] + [0] * (n_workers - 1)
+    victim = kill_the_holder_mid_rung(workers, storage)
     return victim
 
 

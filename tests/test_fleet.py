@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from hpo.scheduling.spec import load_spec
 from hpo.service import db
 from hpo.service.stored_studies import spec_from_row
-from studyfiles import (blog_boundaries, cli, oracle, stored_rungs, study_rows, write_curves,
-                        write_study)
+from studyfiles import (blog_boundaries, cli, kill_the_holder_mid_rung, live_processes_naming,
+                        oracle, stored_rungs, study_rows, write_curves, write_study)
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
 SMALL = {"lr": [1e-3, 1e-4], "batch_size": [64, 32, 16, 8]}  # 8 points of the same curve table
@@ -95,46 +95,13 @@ def test_three_studies_on_one_pool_decide_as_alone(tmp_path, workers):
 
 
 # ---- acceptance: SIGKILL one of several workers serving two studies ---------------------
-def holder_mid_stint(storage: str, deadline: float):
-    """A running trial of a halving study past the first epoch of its stint, or of rung >= 1."""
-    engine = db.create_service_engine(storage)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                with engine.connect() as conn:
-                    rows = conn.execute(sa.select(db.trials).where(
-                        db.trials.c.state == "running", db.trials.c.rung >= 2)).all()
-            except (sa.exc.OperationalError, sa.exc.ProgrammingError):  # no tables yet
-                rows = []
-            for row in rows:
-                if row.epochs_done > ([0] + blog_boundaries())[row.rung]:
-                    return row
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-    raise AssertionError("no worker reached the middle of a stint in time")
-
-
 def kill_one_of_three(tmp_path: Path, storage: str) -> None:
     files = three_studies(tmp_path)[:2]
     curves = write_curves(tmp_path / "curves.csv", TABLE)
     made = cli("launch", *map(str, files), "--storage", storage, "--workers", "0", cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
     workers = [start_fleet_worker(storage, curves, tmp_path, 0.1) for _ in range(3)]
-    try:
-        victim = holder_mid_stint(storage, time.monotonic() + 120)
-        engine = db.create_service_engine(storage)
-        with engine.connect() as conn:
-            pid = conn.execute(sa.select(db.workers.c.pid).where(
-                db.workers.c.id == victim.lease_owner)).scalar_one()
-        engine.dispose()
-        os.kill(pid, signal.SIGKILL)
-        for w in workers:
-            w.wait(timeout=240)
-    finally:
-        for w in workers:
-            w.kill()
-    assert sorted(w.returncode for w in workers) == [-signal.SIGKILL, 0, 0]
+    victim = kill_the_holder_mid_rung(workers, storage)
     check_studies(storage, {"blog": 80, "small": 24})
     rows = study_rows(storage, db.epochs, victim.study)
     redone = [r.epoch for r in rows if r.number == victim.number and r.kept]
@@ -147,22 +114,6 @@ def test_sigkill_mid_epoch_the_others_finish_both_studies_sqlite(tmp_path):
 
 def test_sigkill_mid_epoch_the_others_finish_both_studies_postgres(tmp_path, pg_url):
     kill_one_of_three(tmp_path, pg_url)
-
-
-def live_processes_naming(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (Linux /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if text.encode() in cmdline and "\nState:\tZ" not in status:
-            pids.append(int(entry.name))
-    return pids
 
 
 def test_a_pool_of_several_studies_is_supervised_like_one_study(tmp_path):

@@ -21,9 +21,8 @@ from hpo.service import db
 from hpo.service.learning_curves import LearningCurves
 from hpo.service.stops import HARD_STOP_EXIT, StopRequests
 from hpo.service.study import open_or_create
-from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import ClaimLimitedWorker, epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
+from studyfiles import ClaimLimitedWorker, epoch_rows, hooked_replays, oracle, stored_rungs, study_rows, write_curves, write_study
 
 GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [16, 8]}  # 8 trials
 BOUNDARIES = [1, 3, 7]  # eta 2, 3 cumulative rungs: 8*1 + 4*2 + 2*4 = 24 epochs
@@ -57,21 +56,12 @@ class Faults:
 
 
 def flaky_factory(spec, curves, faults: Faults, before_epoch=None):
-    class FlakyRun(ReplayRun):
-        def fit(self, until_epoch, on_epoch_end=None, should_abort=None):
-            going = [True]
+    def hook(params, epoch):
+        if before_epoch is not None:
+            before_epoch(params, epoch)
+        faults.check(params, epoch)
 
-            def callback(epoch, metrics):
-                going[0] = on_epoch_end(epoch, metrics) is not False
-                return going[0]
-
-            while self.epoch < until_epoch and going[0]:
-                if before_epoch is not None:
-                    before_epoch(self.params, self.epoch + 1)
-                faults.check(self.params, self.epoch + 1)
-                super().fit(self.epoch + 1, callback, should_abort)
-
-    return lambda params: FlakyRun(curves, params, spec.metric)
+    return hooked_replays(spec, curves, hook)
 
 
 def trial_row(storage, number):

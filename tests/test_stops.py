@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.service.stops import HARD_STOP_EXIT
+from studyfiles import live_processes_naming
 
 PLANNED = 8  # 4 configurations, eta 2, rungs at epochs 1 and 3: 4*1 + 2*2
 
@@ -101,19 +102,8 @@ def wait_for(what, storage: str, condition, timeout: float = 120):
 
 
 def processes_of(study: Path) -> list[int]:
-    """Live processes started for this study: workers and their loader workers (Linux /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if str(study).encode() in cmdline and "\nState:\tZ" not in status:
-            pids.append(int(entry.name))
-    return pids
+    """Live processes started for this study: workers and their loader workers."""
+    return live_processes_naming(str(study))
 
 
 def check_stopped_cleanly(storage: str, study: Path) -> None:

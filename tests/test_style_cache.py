@@ -10,7 +10,6 @@ import torch
 
 from model.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
 from model.data import normalise_batch, open_split
-from model.device_data import release_resident
 from model.rowfile import file_checksum
 from model.saan import SAAN
 from model.style_cache import open_style_table
@@ -23,11 +22,7 @@ def source(tmp_path_factory):
     return make_synthetic_baid(tmp_path_factory.mktemp("src") / "baid", n=90, size=40, seed=5)
 
 
-@pytest.fixture(autouse=True)
-def fresh_process_state():
-    release_resident()
-    yield
-    release_resident()
+pytestmark = pytest.mark.usefixtures("fresh_resident_data")
 
 
 def config(root, **data) -> RunConfig:
