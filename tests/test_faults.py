@@ -14,6 +14,7 @@ import optuna
 import sqlalchemy as sa
 
 from hpo.service import db
+from hpo.service.stops import HARD_STOP_EXIT
 from studyfiles import (blog_boundaries, create_study, epoch_rows, holder_of_a_trial_mid_rung,
                         kill_the_holder_mid_rung, oracle, stored_rungs, write_curves, write_study)
 
@@ -63,6 +64,28 @@ def test_sigkilled_worker_is_taken_over_from_its_last_checkpoint(tmp_path):
     victim_epochs = sorted(r.epoch for r in rows if r.number == victim.number)
     assert victim_epochs == sorted(set(victim_epochs)), "an epoch of the victim's trial was redone"
     check_outcome(storage, trace, max_lost=1)
+
+
+def test_one_sigusr1_is_a_hard_stop(tmp_path):
+    """What launch forwards as a hard stop: one signal, never merged with the SIGTERM before it."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=60)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    worker = start_worker(study, storage, curves, tmp_path / "trace.jsonl", tmp_path, 0.2)
+    try:
+        held = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
+        worker.send_signal(signal.SIGUSR1)
+        assert worker.wait(timeout=30) == HARD_STOP_EXIT
+    finally:
+        worker.kill()
+    log = next(tmp_path.glob("worker-*.log")).read_text()
+    assert f"hard stop: trial {held.number} its epoch in flight abandoned, released" in log
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(db.trials).where(db.trials.c.number == held.number)).one()
+    engine.dispose()
+    assert row.state == "waiting" and row.lease_owner is None
+    assert row.epochs_done == held.epochs_done  # the epoch in flight was abandoned
 
 
 def test_sigterm_finishes_the_epoch_releases_the_trial_and_exits_0(tmp_path):

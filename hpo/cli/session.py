@@ -148,21 +148,26 @@ def start_children(commands: list[list[str]], log_paths: list[Path], env: dict) 
 
 
 def supervise(children: list, stops) -> int:
-    """Wait for the children, passing ONE stop request (SIGTERM) to each per signal launch got.
+    """Wait for the children, passing ONE stop request to each per signal launch got.
 
-    The first signal lets every worker finish its epoch in flight, checkpoint
-    it and release its trial; a second is forwarded as a hard stop. Returns
+    The first signal (forwarded as SIGTERM) lets every worker finish its epoch
+    in flight, checkpoint it and release its trial; a second is forwarded as a
+    hard stop (HARD_STOP_SIGNAL, hpo/service/stops.py). Returns
     :func:`children_exit_code`.
     """
+    from hpo.service.stops import HARD_STOP_SIGNAL
+
     forwarded = 0
     while any(p.poll() is None for p, _, _ in children):
         if stops.signals > forwarded and forwarded < 2:
             forwarded += 1
             what = "stop" if forwarded == 1 else "hard stop"
             print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
+            # The hard stop is its own signal: a second SIGTERM could merge with the first.
+            sent = signal.SIGTERM if forwarded == 1 else HARD_STOP_SIGNAL
             for p, _, _ in children:
                 if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
+                    p.send_signal(sent)
             continue
         time.sleep(0.1)
     return children_exit_code(children)

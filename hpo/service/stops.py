@@ -11,6 +11,11 @@ main thread happens to be).
   boundary, the epoch in flight is abandoned, the trial is released (resumable
   from its last durable checkpoint) and the process exits non-zero.
 
+``launch`` forwards a hard stop to its workers as SIGUSR1 (HARD_STOP_SIGNAL),
+never as a second SIGTERM: Unix does not queue a signal that is already
+pending, so two SIGTERMs sent close together -- while a worker is busy in C
+code, importing torch or building a trainer -- can reach it as one.
+
 A worker started by ``launch`` also stops gracefully when its launcher dies
 (SIGKILL included), so no worker is ever left unsupervised: on Linux the
 kernel sends it SIGTERM (PR_SET_PDEATHSIG); everywhere, the heartbeat notices
@@ -29,6 +34,7 @@ from typing import Callable
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+HARD_STOP_SIGNAL = signal.SIGUSR1  # a hard stop in one signal (what launch forwards second)
 ENV_PARENT_PID = "SAAN_HPO_PARENT_PID"  # set by launch for the workers it supervises
 HARD_STOP_EXIT = 3
 
@@ -51,19 +57,31 @@ class StopRequests:
         for callback in self._on_signal:
             callback(signum or 0)
 
+    def request_hard(self, signum: int | None = None) -> None:
+        """A hard stop at once, whether or not a graceful one came first."""
+        if not self.graceful.is_set():
+            self.signals += 1
+            self.graceful.set()
+        self.request(signum)
+
     def on_signal(self, callback: Callable[[int], None]) -> None:
         """Also call ``callback(signum)`` (it must only set flags or write a line)."""
         self._on_signal.append(callback)
 
     def install(self) -> Callable[[], None]:
-        """Handle SIGTERM and SIGINT in this (main) thread; returns a function restoring the old handlers."""
+        """Handle SIGTERM, SIGINT and HARD_STOP_SIGNAL in this (main) thread; returns a
+        function restoring the old handlers."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
 
         def handler(signum, _frame):
             self.request(signum)
 
+        def hard_handler(signum, _frame):
+            self.request_hard(signum)
+
         previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+        previous[HARD_STOP_SIGNAL] = signal.signal(HARD_STOP_SIGNAL, hard_handler)
         return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 

@@ -65,7 +65,7 @@ from hpo.scheduling.time_budget import may_claim
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
-from hpo.service.stops import HARD_STOP_EXIT, StopRequests, parent_gone
+from hpo.service.stops import HARD_STOP_EXIT, HARD_STOP_SIGNAL, StopRequests, parent_gone
 from hpo.service.trackers import Tracker, tracker_for
 from hpo.service.trial_runs import TrialRun
 
@@ -208,7 +208,9 @@ class Worker:
     def _log_signal(self, signum: int) -> None:
         # Runs inside the signal handler: only flags and a line are safe here.
         what = f"signal {signum}" if signum else "stop request"
-        if self.stops.hard.is_set():
+        if signum == HARD_STOP_SIGNAL:
+            log.warning("hard stop (%s): abandoning the epoch in flight at the next batch", what)
+        elif self.stops.hard.is_set():
             log.warning("%s again: abandoning the epoch in flight at the next batch", what)
         else:
             log.info("%s: finishing the current epoch, then releasing the trial", what)
