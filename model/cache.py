@@ -43,7 +43,7 @@ from model.config import DataConfig
 from model.errors import ImageError
 from model.images import bad_image, decode_or_error
 from model.progress import progress_enabled
-from model.rowfile import RowFile, file_checksum  # noqa: F401  (file_checksum: tests re-seal files)
+from model.rowfile import RowFile
 
 CACHE_VERSION = 2
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18, resnet50
 

@@ -14,7 +14,6 @@ and a plain file put at its path, which refuses writes for root too.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys

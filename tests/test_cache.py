@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.cache import file_checksum
+from model.rowfile import file_checksum
 from model.config import DataConfig
 from model.data import open_split
 from model.images import decode_resized

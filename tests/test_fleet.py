@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from hpo.scheduling.spec import load_spec
 from hpo.service import db
 from hpo.service.stored_studies import spec_from_row
-from studyfiles import (blog_boundaries, cli, kill_the_holder_mid_rung, live_processes_naming,
+from studyfiles import (blog_boundaries, cli, holder_of_a_trial_mid_rung, kill_the_holder_mid_rung,
+                        live_processes_naming,
                         oracle, stored_rungs, study_rows, write_curves, write_study)
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
@@ -230,7 +231,7 @@ def test_a_study_started_before_the_new_columns_resumes_under_a_fleet_worker(tmp
                               storage, "--replay-curves", str(curves), "--replay-epoch-seconds",
                               "0.05"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
     try:
-        holder_mid_stint(storage, time.monotonic() + 120)  # well into the study
+        holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)  # well into the study
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
     finally:

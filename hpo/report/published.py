@@ -14,7 +14,6 @@ same configurations, whatever the axis names or order), the report shows
 
 from __future__ import annotations
 
-from typing import Any
 
 from hpo.report.figures import esc as e
 from hpo.readers.published import SCORES, LadderComparison, compare_ladder, halving_trials, load_published_if_any
