@@ -24,9 +24,9 @@ from hpo.service import db
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ["blog-grid", "variants", "ablation"]
 AXES = ["lr", "batch_size", "model.norm", "trainer.loss", "model.branches"]
-# A value no grid uses, for the columns a study's rows do not vary: every row
-# matches exactly one study's configurations (see LearningCurves.load).
-FILLER = {"lr": 0.0, "batch_size": 0, "model.norm": "-", "trainer.loss": "-", "model.branches": "-"}
+# Columns a study's grid does not vary are left empty in its rows: a row with a
+# value there belongs to another study's grid (hpo/service/learning_curves.py).
+FILLER = {axis: "" for axis in AXES}
 
 
 def write_curves(path: Path, seed: int = 0) -> Path:

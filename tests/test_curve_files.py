@@ -131,3 +131,30 @@ def test_all_non_finite_at_the_last_rung_means_no_winner_and_null_json(study, tm
     assert out["winner"] is None and out["winner_value"] is None
     assert out["best_value"] is None and out["best_value_non_finite"] is True
     assert "Infinity" not in result.stdout and "NaN" not in result.stdout
+
+
+def test_one_table_serves_grids_that_vary_different_settings(study, tmp_path):
+    """A column naming another grid's setting is allowed; a row with a value there belongs to
+    that grid and is counted as outside this one; the rest replay as if the column were absent."""
+    lines = edited(lambda lines: None).splitlines()
+    shared = [lines[0] + ",model.norm"] + [line + "," for line in lines[1:]]
+    shared += [f",16,{e},0.99,gn" for e in range(1, 8)]  # a row of a grid varying model.norm
+    curves = tmp_path / "shared.csv"
+    curves.write_text("\n".join(shared) + "\n")
+    plain = tmp_path / "plain.csv"
+    plain.write_text(edited(lambda lines: None))
+    outputs = []
+    for path in (curves, plain):
+        result = cli("simulate", str(study), "--curves", str(path), "--json")
+        assert result.returncode == 0, result.stderr
+        outputs.append(strict_json(result.stdout))
+    assert outputs[0]["outside_grid_rows"] == 7 and outputs[1]["outside_grid_rows"] == 0
+    assert outputs[0]["rungs"] == outputs[1]["rungs"]
+    assert outputs[0]["winner_trial"] == outputs[1]["winner_trial"]
+
+    # A column that names no setting is still refused.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(curves.read_text().replace("model.norm", "notes", 1))
+    refused = cli("simulate", str(study), "--curves", str(bad))
+    assert refused.returncode == 2 and "line 1, column 5 ('notes'): unexpected column" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -32,6 +32,8 @@ class OptunaPruned(HalvingPolicy):
     pruner: str = "NopPruner"  # a class of optuna.pruners
     pruner_args: dict[str, Any] = field(default_factory=dict)
 
+    asks_pruner = True  # a class attribute, not a field
+
     @classmethod
     def asha(cls, eta: int, rungs: int, min_epochs: int, schedule: str) -> "OptunaPruned":
         return cls("asha", eta, rungs, min_epochs, schedule, "SuccessiveHalvingPruner",

@@ -88,6 +88,9 @@ class Policy:
     plan_is_exact: bool = False
     #: Trials wait at rung boundaries for a decision (the service then decides rungs).
     pauses_at_rungs: bool = False
+    #: ``after_epoch`` asks Optuna's pruner, so each value must reach Optuna first
+    #: (otherwise the worker reports it off the training thread).
+    asks_pruner: bool = False
 
     @property
     def final_epoch(self) -> int:

@@ -7,7 +7,11 @@ format from a stored study (hpo/readers/curves.py).
 The file is validated like a study file: any malformed cell is one error naming
 the file, the line and the column. Rules:
 
-* the columns are exactly the grid axes, ``epoch`` and ``value`` (any order);
+* the columns are the grid axes, ``epoch`` and ``value`` (any order), plus, for a
+  table that serves several studies with different axes, columns naming other
+  settings a grid may vary (``model.norm``, ``trainer.loss``...): a row with a
+  value in such a column belongs to another study's grid (counted, see below);
+  any other column is refused;
 * an epoch is a whole number >= 1 (``2.5`` or ``2.0`` are refused, not truncated);
 * a value is a number; ``nan``, ``inf`` and ``-inf`` are allowed -- a diverged
   run reports them -- and are counted (they rank last at their rung); an empty
@@ -27,6 +31,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from model.config import field_of
 from model.errors import DataError
 from hpo.scheduling.spec import StudySpec
 
@@ -71,11 +76,14 @@ class LearningCurves:
                 raise DataError(f"{source}: line 1: column {column!r}: missing (expected the grid "
                                 f"axes {', '.join(axes)}, then epoch and value)")
         for position, column in enumerate(header, start=1):
-            if column not in expected or header.index(column) != position - 1:
-                what = "repeated" if column in expected else "unexpected"
+            if header.index(column) != position - 1 or (column not in expected
+                                                         and not _is_setting(column)):
+                what = "repeated" if header.index(column) != position - 1 else "unexpected"
                 raise DataError(f"{source}: line 1, column {position} ({column!r}): {what} column "
-                                f"(expected exactly {', '.join(expected)})")
-        at = {column: header.index(column) for column in expected}
+                                f"(expected exactly {', '.join(expected)}, or the name of a setting "
+                                "another study's grid varies)")
+        others = [column for column in header if column not in expected]  # other grids' axes
+        at = {column: header.index(column) for column in expected + others}
         choices = {axis: spec.grid[axis] for axis in axes}
         grid_keys = {cls.key(p, axes): p for p in spec.grid_points()}
         table: dict[tuple, dict[int, float]] = {}
@@ -93,6 +101,9 @@ class LearningCurves:
             def where(column: str) -> str:
                 return f"{source}: line {line}, column {at[column] + 1} ({column})"
 
+            if any(row[at[column]].strip() for column in others):
+                outside += 1  # a row of a grid that varies another setting
+                continue
             params = {}
             for axis in axes:
                 params[axis] = _grid_value(row[at[axis]], choices[axis], lambda: where(axis))
@@ -172,3 +183,12 @@ def _grid_value(cell: str, choices: list[Any], where) -> Any:
         if text == str(choice):
             return choice
     return _OUTSIDE
+
+
+def _is_setting(column: str) -> bool:
+    """A data/model/trainer setting a study's grid could vary (bare like lr, dotted like model.norm)."""
+    try:
+        field_of(column)
+    except (KeyError, ValueError):
+        return False
+    return True

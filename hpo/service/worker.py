@@ -9,8 +9,9 @@ Optuna and, with deterministic training, has the same value anyway).
 
 The checkpoint is written off the training thread: at the end of epoch N the
 run's state is copied to the host (fast), and one background thread per
-worker serialises it, writes it durably and only then records epoch N, while
-epoch N+1 already trains. Before the end of epoch N+1 is handled, epoch N's
+worker reports the value to Optuna (on the training thread instead when the
+policy asks Optuna's pruner after each epoch), serialises the state, writes it
+durably and only then records epoch N, while epoch N+1 already trains. Before the end of epoch N+1 is handled, epoch N's
 write and record have finished (one snapshot in memory at a time), and a
 stint never ends -- reached, pruned, stopped, aborted or raised -- before its
 last epoch is recorded. A kill meanwhile loses only what was not yet durable.
@@ -417,15 +418,16 @@ class Stint:
         """Report now, checkpoint and record in the background; False stops the run after this epoch."""
         worker = self.worker
         value = finite_or_none(metrics[worker.spec.metric])
-        reported = math.nan if value is None else value  # Optuna's pruners prune NaN
-        db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
+        report_now = worker.policy.asks_pruner  # else Optuna hears it on the writer thread, first
+        if report_now:
+            self._report(epoch, value, metrics)
         snapshot = self.trial_run.snapshot()  # a copy: the next epoch may change the live state
         self.wait_recorded()  # the previous epoch's write: one snapshot in memory at a time
         if self.lease_lost:
             return False
         started, self.started = self.started, time.time()
-        self.writing = worker.writer.submit(self._write_and_record, epoch, value, _plain(metrics),
-                                            started, snapshot)
+        self.writing = worker.writer.submit(self._write_and_record, epoch, value, dict(metrics),
+                                            started, snapshot, not report_now)
         if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
             self.ended = PRUNED
             return False
@@ -437,13 +439,21 @@ class Stint:
         if writing is not None:
             writing.result()
 
+    def _report(self, epoch: int, value: float | None, metrics: dict) -> None:
+        reported = math.nan if value is None else value  # Optuna's pruners prune NaN
+        db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
+
     def _write_and_record(self, epoch: int, value: float | None, metrics: dict, started: float,
-                          snapshot: Any) -> None:
-        """On the writer thread: the checkpoint made durable, then the epoch recorded under the lease.
+                          snapshot: Any, report: bool) -> None:
+        """On the writer thread: reported to Optuna (unless done already), the checkpoint made
+        durable, then the epoch recorded under the lease -- the order of the module docstring.
 
         The epoch is trained: these writes run to the end even when a second
         signal arrives meanwhile (signals only set flags, on the main thread)."""
         worker, number = self.worker, self.claim.number
+        if report:
+            self._report(epoch, value, metrics)
+        metrics = _plain(metrics)
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.snapshot_bytes(snapshot))
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
                            metrics, started, checkpoint, log=log)
