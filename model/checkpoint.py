@@ -25,15 +25,14 @@ Typical use (what hpo's worker can do per epoch):
 from __future__ import annotations
 
 import io
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import torch
 
 from model import checkpoint_file
-
-T = TypeVar("T")
+from model.ordered_writer import OrderedWriter
 
 
 def snapshot_to_host(state: Any) -> Any:
@@ -84,36 +83,20 @@ def write_durable(data: bytes | dict, path: str | Path) -> Path:
     return checkpoint_file.write(path, payload)
 
 
-class CheckpointWriter:
-    """Runs checkpoint writes on one background thread, in submission order.
+class CheckpointWriter(OrderedWriter):
+    """Checkpoint writes on one background thread, in submission order (model/ordered_writer.py).
 
-    ``submit(fn, snapshot)`` returns a Future at once; ``fn(snapshot)`` runs on
-    the thread and the Future resolves to its result (or raises its error) once
-    it has returned, e.g. ``write_durable`` a path, or an artifact store's save
-    of ``checkpoint_bytes(snapshot)`` an artifact id. One thread: writes land in
-    order, and a slow disk delays only the writes, never the training loop,
-    until the caller waits on a Future.
+    ``submit(fn, snapshot)`` runs e.g. an artifact store's save of
+    ``checkpoint_bytes(snapshot)``; ``save`` is write_durable: its Future
+    resolves once the checkpoint is on disk.
     """
 
     def __init__(self):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saan-checkpoint")
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
-        return self._pool.submit(fn, *args)
+        super().__init__("saan-checkpoint")
 
     def save(self, snapshot: dict, path: str | Path) -> "Future[Path]":
         """write_durable(snapshot, path) in the background."""
         return self.submit(write_durable, snapshot, path)
-
-    def close(self, wait: bool = True) -> None:
-        """Finish (``wait``) or abandon the queued writes and stop the thread."""
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-    def __enter__(self) -> "CheckpointWriter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close(wait=True)
 
 
 # For type hints of callers that keep snapshots around.

@@ -17,6 +17,7 @@ from hpo.cli.options import data_option_argv
 from hpo.cli.progress import ProgressLine
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
+from hpo.service.stops import ENV_PARENT_PID, HARD_STOP_SIGNAL
 
 
 def log_dir(spec: StudySpec) -> Path:
@@ -136,8 +137,6 @@ def start_children(commands: list[list[str]], log_paths: list[Path], env: dict) 
     (:func:`supervise`). ENV_PARENT_PID makes each child stop by itself when
     launch is gone, even after a SIGKILL (hpo/service/stops.py).
     """
-    from hpo.service.stops import ENV_PARENT_PID
-
     env = dict(env, **{ENV_PARENT_PID: str(os.getpid())})
     children = []
     for command, log_path in zip(commands, log_paths):
@@ -155,8 +154,6 @@ def supervise(children: list, stops) -> int:
     hard stop (HARD_STOP_SIGNAL, hpo/service/stops.py). Returns
     :func:`children_exit_code`.
     """
-    from hpo.service.stops import HARD_STOP_SIGNAL
-
     forwarded = 0
     while any(p.poll() is None for p, _, _ in children):
         if stops.signals > forwarded and forwarded < 2:

@@ -32,9 +32,9 @@ from hpo.service import db
 from hpo.service.machine import MachinePaths, MissingDataRoot
 from hpo.service.stored_studies import (ANY_STUDY, ready_rows, spec_from_row, study_loads,
                                         unfinished_names)
-from hpo.service.stops import HARD_STOP_EXIT, StopRequests
+from hpo.service.stops import StopRequests
 from hpo.service.trial_runs import TrialRun
-from hpo.service.worker import HardStop, Worker
+from hpo.service.worker import Worker, run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -130,36 +130,34 @@ class FleetWorker:
         restore = self.stops.install() if self._own_stops else (lambda: None)
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
-        code = 0
-        try:
-            while not self.stop_requested.is_set():
-                open_names = db.retrying(self.discover, log=log)
-                for worker in self.studies.values():
-                    db.retrying(worker.finalize, log=log)
-                if not open_names:
-                    log.info("every study served is finished")
-                    break
-                held = db.retrying(self._claim, open_names, log=log)
-                if held is not None:
-                    self._train(*held)
-                    continue
-                for name in open_names:
-                    self.studies[name]._decide_ready_rungs()
-                self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
-            if not self.stops.hard.is_set():
-                for worker in self.studies.values():
-                    db.retrying(worker.finalize, log=log)
-        except HardStop as stop:
-            log.error("%s", stop)
-            code = HARD_STOP_EXIT
-        finally:
-            self._done.set()
-            restore()
-            db.retrying(self._exited, log=log, deadline=30)
+        return run_until_stopped(self._serve, self.stops, lambda: self._leave(restore))
+
+    def _serve(self) -> None:
+        while not self.stop_requested.is_set():
+            open_names = db.retrying(self.discover, log=log)
             for worker in self.studies.values():
-                worker.close()
-            self.engine.dispose()
-        return code
+                db.retrying(worker.finalize, log=log)
+            if not open_names:
+                log.info("every study served is finished")
+                break
+            held = db.retrying(self._claim, open_names, log=log)
+            if held is not None:
+                self._train(*held)
+                continue
+            for name in open_names:
+                self.studies[name]._decide_ready_rungs()
+            self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
+        if not self.stops.hard.is_set():
+            for worker in self.studies.values():
+                db.retrying(worker.finalize, log=log)
+
+    def _leave(self, restore: Callable[[], Any]) -> None:
+        self._done.set()
+        restore()
+        db.retrying(self._exited, log=log, deadline=30)
+        for worker in self.studies.values():
+            worker.close()
+        self.engine.dispose()
 
     def _claim(self, open_names: list[str]):
         """(study worker, claim) from the first study in the rule's order that has a trial."""

@@ -53,13 +53,14 @@ import random
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable, Mapping
 
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model.checkpoint_file import DamagedCheckpoint
 from model.errors import SaanError
+from model.ordered_writer import OrderedWriter
 from hpo.scheduling.policy import PAUSE, PRUNE
 from hpo.scheduling.spec import StudySpec
 from hpo.scheduling.time_budget import may_claim
@@ -121,10 +122,8 @@ class Worker:
         self._own_stops = stops is None
         self.stop_requested = self.stops.graceful
         self._done = threading.Event()
-        # One thread, so checkpoints land and are recorded in epoch order (see
-        # the module docstring); plain concurrent.futures, not model.checkpoint's
-        # writer, so that replay workers never import torch.
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="saan-hpo-checkpoint")
+        # One thread, so checkpoints land and are recorded in epoch order (see the module docstring).
+        self.writer = OrderedWriter("saan-hpo-checkpoint")
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
@@ -137,7 +136,7 @@ class Worker:
 
     def close(self) -> None:
         """Release the database connections of the coordinator's engine; close the trackers."""
-        self.writer.shutdown(wait=True)
+        self.writer.close(wait=True)
         self.tracker.close()
         self.coordinator.engine.dispose()
 
@@ -151,25 +150,20 @@ class Worker:
                  self.spec.name, db.mask_url(str(self.coordinator.engine.url)), self.device)
         heartbeat = threading.Thread(target=self._heartbeat, name="saan-hpo-heartbeat", daemon=True)
         heartbeat.start()
-        code = 0
-        try:
-            while not self.stop_requested.is_set():
-                if self.step() in (FINISHED, OUT_OF_TIME):
-                    break
-            if not self.stops.hard.is_set():
-                db.retrying(self.finalize, log=log)
-        except HardStop as stop:
-            log.error("%s", stop)
-            code = HARD_STOP_EXIT
-        finally:
-            self._done.set()
-            self.tracker.close()
-            restore()
-            db.retrying(self.coordinator.worker_exited, self.worker_id, log=log, deadline=30)
-        if code == 0 and self.stops.hard.is_set():
-            log.error("hard stop: no trial was in flight; nothing to resume")
-            code = HARD_STOP_EXIT
-        return code
+        return run_until_stopped(self._serve, self.stops, lambda: self._leave(restore))
+
+    def _serve(self) -> None:
+        while not self.stop_requested.is_set():
+            if self.step() in (FINISHED, OUT_OF_TIME):
+                break
+        if not self.stops.hard.is_set():
+            db.retrying(self.finalize, log=log)
+
+    def _leave(self, restore: Callable[[], Any]) -> None:
+        self._done.set()
+        self.tracker.close()
+        restore()
+        db.retrying(self.coordinator.worker_exited, self.worker_id, log=log, deadline=30)
 
     def step(self) -> str:
         """One turn of the loop: FINISHED, IDLE or TRAINED."""
@@ -467,6 +461,26 @@ class Stint:
         worker.tracker.log_epoch(number, self.claim.params, epoch, metrics)
         log.info("trial %d epoch %d/%d %s=%s", number, epoch, self.claim.target_epoch,
                  worker.spec.metric, "non-finite" if value is None else f"{value:.4f}")
+
+
+def run_until_stopped(serve: Callable[[], None], stops: StopRequests, leave: Callable[[], None]) -> int:
+    """A worker's life (single-study or fleet): ``serve()`` until done or stopped, then ``leave()``.
+
+    0 when served to the end or a graceful stop was honoured; HARD_STOP_EXIT after a hard
+    stop, with one line saying where the trial in flight stands (or that there was none).
+    """
+    code = 0
+    try:
+        serve()
+    except HardStop as stop:
+        log.error("%s", stop)
+        code = HARD_STOP_EXIT
+    finally:
+        leave()
+    if code == 0 and stops.hard.is_set():
+        log.error("hard stop: no trial was in flight; nothing to resume")
+        code = HARD_STOP_EXIT
+    return code
 
 
 def finite_or_none(value: Any) -> float | None:
