@@ -52,7 +52,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 TRACEBACK = "Traceback (most recent call last)"
-SH_LANGUAGES = {"sh", "bash", "shell", "console"}
+SH_LANGUAGES = {"sh", "bash", "shell"}  # not "console": its "$ " prompts and output are no commands
 SHOWN_LANGUAGES = {"toml"}  # shown, not run: the study file's fields (its keys are validated elsewhere)
 
 
@@ -102,7 +102,7 @@ NO_DOCKER = "needs a Docker engine (none on CI machines); docker/ is checked by 
 NO_K8S = "needs a Kubernetes cluster; docker/k8s/ is checked by tests/test_cluster_files.py"
 FLEET_DB = "sqlite:///runs/fleet.db"
 # Checkpoints of another study that a line must leave alone: the demo's (its winner is kept for
-# `export --evaluate`, three lines later) while the API example runs a second study named "demo"
+# `export --evaluate` below) while the API example runs a second study named "demo"
 # in its own storage, and the blog-grid twin's (runs/blog-grid-synthetic/study.db) while the
 # fleet runs a second "blog-grid-synthetic" in runs/fleet.db.
 DEMO_CHECKPOINTS = ("runs/demo/artifacts/**/*",)
@@ -298,7 +298,10 @@ def readme_items(text: str) -> list[Item]:
     return items
 
 
-ITEMS = readme_items(README.read_text())
+try:
+    ITEMS, README_ERROR = readme_items(README.read_text()), ""
+except AssertionError as error:  # reported by test_every_readme_command_is_run_or_skipped...
+    ITEMS, README_ERROR = [], str(error)
 RUN_ITEMS = [item for item in ITEMS if isinstance(COMMANDS.get(item.key), Run)]
 
 
@@ -326,13 +329,17 @@ def test_extraction_joins_continuations_cuts_comments_and_splits_and():
 
 
 def test_every_readme_command_is_run_or_skipped_with_a_reason():
+    assert not README_ERROR, README_ERROR
     unknown = [f"README.md line {i.line}: {i.key!r}" for i in ITEMS if i.key not in COMMANDS]
-    assert not unknown, (
-        "README commands neither run nor skipped by tests/test_readme.py; add each to COMMANDS, "
-        "as Run(writes=...) or Skip(reason):\n  " + "\n  ".join(unknown))
     stale = sorted(set(COMMANDS) - {i.key for i in ITEMS})
-    assert not stale, ("tests/test_readme.py COMMANDS lists commands the README no longer has "
-                       "(remove them, or fix the README):\n  " + "\n  ".join(stale))
+    problems = []
+    if unknown:
+        problems.append("README commands neither run nor skipped by tests/test_readme.py; add each "
+                        "to COMMANDS, as Run(writes=...) or Skip(reason):\n  " + "\n  ".join(unknown))
+    if stale:
+        problems.append("tests/test_readme.py COMMANDS lists commands the README no longer has "
+                        "(remove them, or fix the README):\n  " + "\n  ".join(stale))
+    assert not problems, "\n".join(problems)
     assert all(s.reason.strip() for s in COMMANDS.values() if isinstance(s, Skip))
     assert any(i.key.startswith("python: ") for i in RUN_ITEMS), "the Python API example runs"
 
