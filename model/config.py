@@ -182,13 +182,20 @@ class RunConfig:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing file or a syntax error becomes one ConfigError line."""
+    """Parse a TOML file; a missing or unreadable file (a folder, say) or a syntax error
+    becomes one ConfigError line."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(str(path), "-", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), "-", "is a folder (expected a TOML file)") from None
+    except OSError as err:
+        raise ConfigError(str(path), "-", f"cannot read the file ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "-", "not valid TOML (not UTF-8 text)") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), "-", f"not valid TOML ({err})") from None
 

@@ -238,7 +238,7 @@ def iterate_batches(data: ImageSplit, batch_size: int, generator: torch.Generato
 
 
 def ignore_stop_signals(_worker_id: int = 0) -> None:
-    """Loader worker processes ignore SIGINT/SIGTERM/SIGUSR1: a stop sent to the process
+    """Loader worker processes ignore SIGINT/SIGTERM/SIGUSR1/SIGUSR2: a stop sent to the process
     group (Ctrl-C, ``timeout``, systemd, SLURM) is the main process's to decide.
     Left to the default, a signalled loader worker dies and the training loop
     raises, which would look like the trial failing. (A loader worker still exits
@@ -246,6 +246,7 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # a launcher's hard stop (hpo/service/stops.py)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # and its parent-death signal
 
 
 @functools.lru_cache(maxsize=8)

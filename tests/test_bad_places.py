@@ -151,6 +151,56 @@ def test_unwritable_checkpoint_folder_stops_workers_fails_no_trial_and_a_relaunc
     assert not [t for t in trials if t.state == "failed"]
 
 
+def durable_epochs(storage: str, study: str, artifacts: Path) -> dict[int, int]:
+    """Per trial, the last epoch recorded -- recorded only after its checkpoint was durable;
+    a trial that still holds a checkpoint has that epoch's file in place (pruned trials'
+    files are deleted once Optuna is told)."""
+    durable = {}
+    for t in study_rows(storage, db.trials, study):
+        if t.checkpoint_id:
+            assert (artifacts / t.checkpoint_id).is_file(), t.checkpoint_id
+            assert f"-e{t.epochs_done}-" in t.checkpoint_id, (t.number, t.epochs_done, t.checkpoint_id)
+        durable[t.number] = t.epochs_done
+    return durable
+
+
+@pytest.mark.parametrize("kind", ["sync-halving", "asha"])
+def test_no_value_reaches_optuna_before_its_checkpoint_is_durable(tmp_path, kind):
+    """The folder refuses writes mid-study for real (module doc: ``chattr +i`` on the folder,
+    or the folder replaced by a plain file; both refuse root too): every worker stops at its
+    next checkpoint write, and no trial's Optuna values go past its last durable checkpoint.
+
+    sync-halving reports on the writer thread, asha asks Optuna's pruner at its rung epochs;
+    either way the report comes after the durable write."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, kind=kind,
+                        schedule="geometric" if kind == "asha" else "cumulative")
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    artifacts = tmp_path / "blog-artifacts"
+    place = Unwritable(artifacts)
+    launch = subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers", "2",
+                               "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_epochs(storage, "blog", 6, time.monotonic() + 120)
+        place.apply()
+        out, err = launch.communicate(timeout=120)
+    finally:
+        launch.kill()
+        place.restore()
+    assert launch.returncode == 2, (out, err)
+    assert err.count("cannot write checkpoint") == 2, err  # one line per worker, naming the path
+    durable = durable_epochs(storage, "blog", artifacts)
+    trials = optuna.load_study(study_name="blog", storage=storage).trials
+    past = {t.number: (max(t.intermediate_values), durable[t.number]) for t in trials
+            if t.intermediate_values and max(t.intermediate_values) > durable[t.number]}
+    assert not past, f"Optuna holds values past the durable checkpoint (last reported, durable): {past}"
+    assert any(t.intermediate_values for t in trials)
+    rows = study_rows(storage, db.trials, "blog")
+    assert not [t.number for t in rows if t.state == "failed"]
+    assert not [t.number for t in rows if t.state == "running" or t.lease_owner]  # released
+
+
 def launched_with_a_worker(tmp_path: Path, storage: str, epoch_seconds: float, **study_options):
     """A blog study created by launch and one replay worker process training it."""
     study = write_study(tmp_path / "blog.toml", storage=storage, **study_options)
@@ -175,7 +225,15 @@ def half_done_study(tmp_path: Path, storage: str) -> tuple[Path, Path]:
     return study, curves
 
 
+# Resuming writes nothing until a worker claims a trial, so the check runs before any worker
+# starts (preflight.check_writable): one line, exit 2, no worker log.
+READ_ONLY_COMMANDS = [("launch", "--workers", "2"), ("launch",), ("worker",)]
+
+
 def test_read_only_sqlite_database_is_named_in_one_line(tmp_path):
+    """As root, file modes do not stop SQLite's writes; ``chattr +i`` on the database file
+    does (SQLite then reads it and refuses every write). Where the immutable attribute is
+    not permitted, the PostgreSQL variant below covers a read-only database."""
     if not chattr_works(tmp_path):
         pytest.skip("chattr +i is not permitted here; the PostgreSQL variant covers a read-only "
                     "database (test_read_only_postgresql_database_is_named_in_one_line)")
@@ -183,13 +241,15 @@ def test_read_only_sqlite_database_is_named_in_one_line(tmp_path):
     storage = f"sqlite:///{path}"
     study, curves = half_done_study(tmp_path, storage)
     before = study_rows(storage, db.trials, "blog")
+    logs = listing(tmp_path / "logs")
     with immutable(path):
-        for command in ("launch", "worker"):
+        for command in READ_ONLY_COMMANDS:
             # A guard against the old endless retry, not a timing assertion.
-            line = one_error_line(cli(command, str(study), "--replay-curves", str(curves),
+            line = one_error_line(cli(*command, str(study), "--replay-curves", str(curves),
                                       cwd=tmp_path, timeout=120))
             assert "read-only" in line and str(path) in line, line
     assert study_rows(storage, db.trials, "blog") == before  # no lease taken
+    assert listing(tmp_path / "logs") == logs  # no worker started, nothing logged
     again = cli("launch", str(study), "--replay-curves", str(curves), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     check_blog_outcome(storage)
@@ -206,13 +266,16 @@ def test_read_only_postgresql_database_is_named_in_one_line(tmp_path, pg_url, pg
             conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
                                  f'{"on" if on else "off"}'))
 
+    logs = listing(tmp_path / "logs")
     read_only(True)
     try:
-        line = one_error_line(cli("worker", str(study), "--replay-curves", str(curves),
-                                  cwd=tmp_path, timeout=120))
-        assert "read-only" in line and db.mask_url(pg_url) in line, line
+        for command in READ_ONLY_COMMANDS:
+            line = one_error_line(cli(*command, str(study), "--replay-curves", str(curves),
+                                      cwd=tmp_path, timeout=120))
+            assert "read-only" in line and db.mask_url(pg_url) in line, line
     finally:
         read_only(False)
+    assert listing(tmp_path / "logs") == logs  # no worker started, nothing logged
     again = cli("launch", str(study), "--replay-curves", str(curves), cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     check_blog_outcome(pg_url)
@@ -274,6 +337,67 @@ def test_unknown_scheme_missing_folder_and_unsafe_name_create_nothing(tmp_path):
     assert listing(tmp_path) == before
     assert [study_rows(f"sqlite:///{tmp_path / 'study.db'}", t, "blog")
             for t in (db.trials, db.rungs, db.epochs)] == rows_before
+
+
+def synthetic_study(path: Path, storage: str | None = None, name: str = "tiny") -> Path:
+    """A study on a synthetic data folder that does not exist yet: whatever command gets as
+    far as checking the data generates it (tiny: 1 epoch, 2 configurations)."""
+    study = write_study(path, name=name, grid={"lr": [1e-3, 1e-4]}, rungs=1, storage=storage)
+    study.write_text(study.read_text() + f'\n[data]\nroot = "{path.parent / "synthetic-data"}"\n'
+                     'synthetic = true\nsynthetic_n = 40\nsynthetic_size = 32\nimage_size = 32\n\n'
+                     '[model]\nbackbone = "resnet18"\nhead_hidden = 16\npretrained = "none"\n\n'
+                     '[trainer]\nbatch_size = 16\nschedule = "constant"\n')
+    return study
+
+
+def test_bad_inputs_are_one_line_and_create_no_data_log_or_study(tmp_path):
+    """Each is one line naming what was wrong, exit 2, and the folder is as before: no
+    synthetic data generated, no runs/ or logs/ folder, no database."""
+    curves = write_curves(tmp_path / "c.csv", [[0.5], [0.6]], {"lr": [1e-3, 1e-4]})
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = synthetic_study(tmp_path / "tiny.toml", storage)
+    other = synthetic_study(tmp_path / "other.toml", storage, name="other")
+    assert cli("launch", str(other), "--workers", "0", cwd=tmp_path).returncode == 0
+    (tmp_path / "a-folder").mkdir()
+    folder = str(tmp_path / "a-folder")
+    cases = [  # (argv, what the line must say)
+        *[((command, folder, *extra), f"{folder}: -: is a folder (expected a TOML file)")
+          for command, extra in [("launch", ()), ("status", ()), ("worker", ()),
+                                 ("simulate", ("--curves", str(curves))), ("train", ()),
+                                 ("report", ()), ("export", ()), ("table", ())]],
+        (("launch", str(study), "--storage", ""), "--storage: empty URL"),
+        (("worker", str(study), "--storage", ""), "--storage: empty URL"),
+        (("status", str(study), "--storage", ""), "--storage: empty URL"),
+        (("launch", str(study), "--storage", "sqlite://"), "storage sqlite://: an in-memory SQLite"),
+        (("worker", str(study), "--storage", "sqlite://"), "storage sqlite://: an in-memory SQLite"),
+        # the study is not in the storage (which holds another): refused before the data
+        (("worker", str(study)), f"study 'tiny' not found in {storage}"),
+    ]
+    before = listing(tmp_path)
+    for argv, expected in cases:
+        line = one_error_line(cli(*argv, cwd=tmp_path, timeout=120))
+        assert expected in line, (argv, line)
+        assert listing(tmp_path) == before, argv
+    assert not (tmp_path / "synthetic-data").exists()
+
+
+def test_export_evaluate_names_a_garbage_winner_checkpoint(tmp_path):
+    """The winner's checkpoint overwritten with garbage: export warns naming the file, then
+    retrains the winner (1 epoch of a tiny SAAN on synthetic data) and scores it."""
+    curves = write_curves(tmp_path / "c.csv", [[0.5], [0.6]], {"lr": [1e-3, 1e-4]})
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = synthetic_study(tmp_path / "tiny.toml", storage)
+    done = cli("launch", str(study), "--replay-curves", str(curves), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    best = optuna.load_study(study_name="tiny", storage=storage).best_trial.number
+    (winner,) = [t for t in study_rows(storage, db.trials, "tiny") if t.number == best]
+    checkpoint = tmp_path / "tiny-artifacts" / winner.checkpoint_id
+    checkpoint.write_bytes(b"not a checkpoint\n" * 64)
+    exported = cli("export", "--study", "tiny", "--storage", storage, "--evaluate", "-o",
+                   str(tmp_path / "best.toml"), cwd=tmp_path, timeout=300)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    (warning,) = [line for line in exported.stderr.splitlines() if "winner's checkpoint" in line]
+    assert str(checkpoint) in warning and f"retraining trial {winner.number}" in warning, warning
 
 
 def test_the_default_runs_folder_is_still_created(tmp_path):

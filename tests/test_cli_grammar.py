@@ -106,6 +106,55 @@ def test_launch_on_a_terminal_draws_a_progress_line_and_logs_epochs_to_a_file(tm
     assert "[I 20" not in shown and "[W 20" not in shown
 
 
+def test_launch_writes_launch_log_each_worker_its_pid_log_and_keeps_stderr_quiet(tmp_path):
+    """Off a terminal (as here), without -v: launch's stderr holds no INFO line, the full log
+    is in runs/<study>/logs/launch.log (here logs/ beside blog-artifacts/); with -v the
+    terminal gets it too. launch's child workers and a worker started by hand each write
+    logs/worker-PID.log."""
+    import re
+
+    from hpo.service import db
+    from studyfiles import study_rows
+
+    curves = write_curves(tmp_path / "c.csv", [[0.01 * i + 0.001 * e for e in range(31)]
+                                                for i in range(16)])
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder in (one, two):
+        folder.mkdir()
+        write_study(folder / "blog.toml", storage=f"sqlite:///{folder / 'study.db'}")
+    logs_of = lambda folder: folder / "logs"  # noqa: E731 -- beside <folder>/blog-artifacts
+
+    done = cli_run("launch", one / "blog.toml", "--replay-curves", curves)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    launch_log = logs_of(one) / "launch.log"
+    assert f"log {launch_log}" in done.stdout and "winner: trial 15" in done.stdout
+    text = launch_log.read_text()
+    assert "trial 15 epoch 31/31 srcc=0.1800" in text and "created study 'blog'" in text
+    verbose = cli_run("launch", one / "blog.toml", "--replay-curves", curves, "-v")
+    assert verbose.returncode == 0 and " INFO hpo." in verbose.stderr, verbose.stderr[-3000:]
+    assert launch_log.read_text().startswith(text)  # appended
+
+    done = cli_run("launch", two / "blog.toml", "--workers", "2", "--replay-curves", curves)
+    assert done.returncode == 0 and done.stderr == "", done.stderr[-3000:]
+    pids = [int(p) for p in re.search(r"workers started \(PIDs (\d+), (\d+)\)", done.stdout).groups()]
+    names = {p.name for p in logs_of(two).iterdir()}
+    assert names == {"launch.log", *(f"worker-{pid}.log" for pid in pids)}, names
+    for pid in pids:
+        assert f"attached to study 'blog'" in (logs_of(two) / f"worker-{pid}.log").read_text()
+
+    attached = cli_run("worker", two / "blog.toml", "--replay-curves", curves)  # finished: exits
+    assert attached.returncode == 0, attached.stderr[-3000:]
+    (row,) = [w for w in study_rows(f"sqlite:///{two / 'study.db'}", db.workers, "blog")
+              if w.pid not in pids]
+    assert "attached to study 'blog'" in (logs_of(two) / f"worker-{row.pid}.log").read_text()
+    assert "attached to study 'blog'" in attached.stderr  # off a terminal: stderr is a log too
+
+
+def cli_run(*args):
+    return subprocess.run([sys.executable, "-m", "hpo.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(str(args[1])).parent.parent)
+
+
 @pytest.mark.parametrize("verbose", [False, True])
 def test_third_party_messages_only_from_warnings_unless_verbose(capsys, verbose):
     import logging

@@ -50,6 +50,10 @@ MALFORMED = [
     ("epoch zero", edited(replace_cell(2, 3, "0")), "line 2, column 3 (epoch)"),
     ("duplicated row with another value",
      edited(lambda lines: lines.append("0.001,8,3,0.99")), "line 30, column 4 (value)"),
+    ("exactly duplicated row", edited(lambda lines: lines.insert(5, lines[3])),
+     "line 6, column 3 (epoch): epoch 3 of {'lr': 0.001, 'batch_size': 8} again, as on line 4"),
+    ("the same row written another way", edited(lambda lines: lines.append("1e-3,8.0,3,0.03")),
+     "line 30, column 3 (epoch)"),
     ("extra column", edited(lambda lines: lines.__setitem__(0, HEADER + ",note")), "line 1, column 5"),
     ("missing column", "lr,batch_size,epoch\n0.001,8,1\n", "line 1: column 'value'"),
     ("short row", edited(lambda lines: lines.__setitem__(7, "0.001,8,7")), "line 8, column 4"),
@@ -80,12 +84,17 @@ def test_a_malformed_curve_file_is_one_line_naming_file_line_and_column(study, t
     assert result.stdout == ""
 
 
-def test_launch_replay_curves_is_validated_before_anything_is_stored(study, tmp_path):
+@pytest.mark.parametrize("change,where", [
+    (replace_cell(3, 4, "abc"), "line 3, column 4 (value)"),
+    (lambda lines: lines.insert(5, lines[3]), "line 6, column 3 (epoch)"),  # an exact duplicate
+], ids=["non-numeric value", "exactly duplicated row"])
+def test_launch_replay_curves_is_validated_before_anything_is_stored(study, tmp_path, change, where):
     curves = tmp_path / "curves.csv"
-    curves.write_text(edited(replace_cell(3, 4, "abc")))
+    curves.write_text(edited(change))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     result = cli("launch", str(study), "--storage", storage, "--replay-curves", str(curves))
-    assert result.returncode == 2 and "line 3, column 4 (value)" in result.stderr
+    assert result.returncode == 2 and where in result.stderr and str(curves) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "study.db").exists()
 
 

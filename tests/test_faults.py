@@ -11,12 +11,14 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.service.stops import HARD_STOP_EXIT
-from studyfiles import (blog_boundaries, create_study, epoch_rows, holder_of_a_trial_mid_rung,
-                        kill_the_holder_mid_rung, oracle, stored_rungs, write_curves, write_study)
+from studyfiles import (blog_boundaries, create_study, epoch_rows, grid_points,
+                        holder_of_a_trial_mid_rung, kill_the_holder_mid_rung, oracle, stored_rungs,
+                        study_rows, worker_pid, write_curves, write_study)
 
 TABLE = [[round(((i * 7919 + e * 104729) % 1000) / 1000, 3) for e in range(1, 32)] for i in range(16)]
 
@@ -112,3 +114,173 @@ def test_sigterm_finishes_the_epoch_releases_the_trial_and_exits_0(tmp_path):
     second = start_worker(study, storage, curves, trace, tmp_path, 0.0)
     assert second.wait(timeout=120) == 0
     check_outcome(storage, trace, max_lost=0)
+
+
+# ---- launch killed, a worker of launch killed -------------------------------------------------
+# Started by the test to run launch: a child subreaper (Linux), so that launch's workers,
+# orphaned by its SIGKILL, are handed to it and it can tell their exit codes.
+REAPER = """
+import ctypes, json, os, subprocess, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+with open(sys.argv[2], "wb") as out:
+    launch = subprocess.Popen(sys.argv[3:], stdout=out, stderr=subprocess.STDOUT)
+print(launch.pid, flush=True)
+codes = {}
+while True:
+    try:
+        pid, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    codes[pid] = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as fh:
+    json.dump(codes, fh)
+"""
+
+
+def test_sigkilled_launch_lets_each_worker_finish_its_epoch_in_flight(tmp_path):
+    """SIGKILL of launch mid-epoch: each worker hears of it once or more (the kernel's
+    parent-death signal, again per thread of the dying launcher, and its own check), stops
+    as on a first signal -- its epoch in flight trained, checkpointed and recorded, the
+    trial released -- and exits 0."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_CHILD_SUBREAPER is Linux only")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=60)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    trace = tmp_path / "trace.jsonl"  # every epoch a replay worker begins
+    codes_file = tmp_path / "codes.json"
+    reaper = subprocess.Popen(
+        [sys.executable, "-c", REAPER, str(codes_file), str(tmp_path / "launch.out"),
+         sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers", "2",
+         "--replay-curves", str(curves), "--replay-epoch-seconds", "0.5"],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "SAAN_HPO_REPLAY_TRACE": str(trace)})
+    try:
+        launch_pid = int(reaper.stdout.readline())
+        deadline = time.monotonic() + 120
+        while len(epoch_rows_or_none(storage)) < 3 or len(running(storage)) < 2:
+            assert time.monotonic() < deadline, "the workers did not get going"
+            time.sleep(0.05)
+        time.sleep(0.2)  # inside both workers' next epoch (0.5 s each)
+        os.kill(launch_pid, signal.SIGKILL)
+        reaper.wait(timeout=120)
+    finally:
+        reaper.kill()
+    codes = {int(pid): code for pid, code in json.loads(codes_file.read_text()).items()}
+    assert codes.pop(launch_pid) == -signal.SIGKILL
+    assert len(codes) == 2 and set(codes.values()) == {0}, codes  # both workers: exit 0
+    logs = {pid: (tmp_path / "logs" / f"worker-{pid}.log").read_text() for pid in codes}
+    for pid, text in logs.items():
+        assert "the launcher that started this worker is gone" in text, text[-2000:]
+        assert "hard stop" not in text and "again: abandoning" not in text, text[-2000:]
+    # Every epoch begun was kept: the epochs in flight at the kill were finished and recorded.
+    begun = [json.loads(line) for line in trace.read_text().splitlines()]
+    numbers = {tuple(sorted(p.items())): i for i, p in enumerate(grid_points())}
+    begun = sorted((numbers[tuple(sorted(b["params"].items()))], b["epoch"]) for b in begun)
+    recorded = sorted((r.number, r.epoch) for r in epoch_rows(storage, "blog") if r.kept)
+    assert begun == recorded, "an epoch in flight at the kill was lost"
+    rows = study_rows(storage, db.trials, "blog")
+    assert not [r for r in rows if r.state in ("running", "failed") or r.lease_owner]
+    assert {w.state for w in study_rows(storage, db.workers, "blog")} == {"exited"}
+
+
+# A launcher stand-in that starts a worker from a thread, as launch's children see it when
+# launch has threads: the kernel sends the parent-death signal when the thread that forked
+# the worker exits, and again when the process dies. The thread waits for a file, so that
+# the worker has asked for the signal (PR_SET_PDEATHSIG) before it comes.
+TWO_DEATHS = """
+import os, subprocess, sys, threading, time
+release = sys.argv[1]
+env = dict(os.environ, SAAN_HPO_PARENT_PID=str(os.getpid()))
+
+def start_and_wait():
+    subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", *sys.argv[2:]], env=env)
+    while not os.path.exists(release):
+        time.sleep(0.02)
+
+thread = threading.Thread(target=start_and_wait)
+thread.start()
+thread.join()
+time.sleep(600)
+"""
+
+
+def test_a_worker_told_twice_that_its_launcher_died_stops_as_on_a_first_signal(tmp_path):
+    """The parent-death signal twice, 0.2 s apart, in the middle of an epoch: the worker
+    finishes that epoch, records it, releases its trial and exits 0 -- a repeat is not a
+    second stop (which would abandon the epoch and exit 3)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG and PR_SET_CHILD_SUBREAPER are Linux only")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=60)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    create_study(study, storage)
+    trace, codes_file, release = tmp_path / "trace.jsonl", tmp_path / "codes.json", tmp_path / "go"
+    reaper = subprocess.Popen(
+        [sys.executable, "-c", REAPER, str(codes_file), str(tmp_path / "out.log"),
+         sys.executable, "-c", TWO_DEATHS, str(release), str(study), "--replay-curves", str(curves),
+         "--replay-epoch-seconds", "1.0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "SAAN_HPO_REPLAY_TRACE": str(trace)})
+    try:
+        stand_in = int(reaper.stdout.readline())
+        deadline = time.monotonic() + 120
+        while len(epoch_rows_or_none(storage)) < 1:
+            assert time.monotonic() < deadline, "the worker did not get going"
+            time.sleep(0.02)
+        time.sleep(0.2)  # inside the next epoch (1 s)
+        release.touch()  # the forking thread exits: the first parent-death signal
+        time.sleep(0.2)
+        os.kill(stand_in, signal.SIGKILL)  # the second
+        reaper.wait(timeout=120)
+    finally:
+        reaper.kill()
+    codes = {int(pid): code for pid, code in json.loads(codes_file.read_text()).items()}
+    assert codes.pop(stand_in) == -signal.SIGKILL
+    (worker,) = study_rows(storage, db.workers, "blog")
+    assert codes == {worker.pid: 0}, codes
+    text = (tmp_path / "logs" / f"worker-{worker.pid}.log").read_text()
+    assert text.count("the launcher that started this worker is gone") == 1, text[-2000:]
+    assert "hard stop" not in text, text[-2000:]
+    begun = len(trace.read_text().splitlines())
+    assert begun >= 2 and begun == len(epoch_rows(storage, "blog")), "the epoch in flight was lost"
+    assert not [r for r in study_rows(storage, db.trials, "blog") if r.state == "running" or r.lease_owner]
+
+
+def epoch_rows_or_none(storage: str) -> list:
+    try:
+        return epoch_rows(storage, "blog")
+    except sa.exc.OperationalError:  # no tables yet
+        return []
+
+
+def running(storage: str) -> list:
+    try:
+        return [t for t in study_rows(storage, db.trials, "blog") if t.state == "running"]
+    except sa.exc.OperationalError:
+        return []
+
+
+def test_a_worker_of_launch_killed_mid_epoch_is_one_line_and_the_others_finish(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "blog.toml", storage=storage, lease_seconds=2)
+    curves = write_curves(tmp_path / "c.csv", TABLE)
+    launch = subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers", "2",
+                               "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        victim = holder_of_a_trial_mid_rung(storage, 2, time.monotonic() + 120)
+        pid = worker_pid(storage, victim.lease_owner)
+        os.kill(pid, signal.SIGKILL)
+        out, err = launch.communicate(timeout=240)
+    finally:
+        launch.kill()
+    # The other worker took the trial over once its lease expired and finished the study.
+    assert launch.returncode == 0, (out[-2000:], err[-3000:])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"worker PID {pid} was killed (SIGKILL); its trial was taken over "
+                               "from its last checkpoint"), lines[0]
+    assert "winner: trial" in out
+    expected, spent = oracle(TABLE, 2, blog_boundaries())
+    assert stored_rungs(storage, "blog") == expected

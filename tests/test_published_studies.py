@@ -272,7 +272,8 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
 
     done = cli("launch", *argv, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"epoch {at_kill.epochs_done} -> {epochs} (taken over)" in done.stderr
+    log = (tmp_path / "runs" / name / "logs" / "launch.log").read_text()  # launch's full log
+    assert f"epoch {at_kill.epochs_done} -> {epochs} (taken over)" in log
     rows = epoch_rows(storage, name)
     # Every epoch trained and recorded once: the relaunch went on from the checkpoint.
     assert sorted(r.epoch for r in rows) == list(range(1, epochs + 1))

@@ -3,9 +3,12 @@ study and run N local workers until it is finished.
 
 The only command that creates a study. One worker runs in this process.
 Several run as child processes (one per GPU when there are GPUs, round-robin),
-each logging to runs/<study>/logs/. ``--workers 0`` only creates the study
-(workers attach with ``saan-hpo worker``). On a terminal a live progress line
-shows the whole study; at the end the winner and the commands to run next.
+each writing runs/<study>/logs/worker-PID.log. ``--workers 0`` only creates the
+study (workers attach with ``saan-hpo worker``). Once the checks have passed,
+launch writes its own full log (and its in-process worker's) to
+runs/<study>/logs/launch.log; stderr shows only warnings and errors unless
+``-v`` (hpo/cli/logs.py). On a terminal a live progress line shows the whole
+study; at the end the winner and the commands to run next, on stdout.
 
 ``launch A.toml B.toml ... --workers N`` creates or resumes every study in one
 storage and runs one pool of N workers serving them all (hpo/cli/launch_many.py).
@@ -17,13 +20,17 @@ request (SIGTERM) to each child per signal it gets: the first signal lets every
 worker finish its epoch in flight, checkpoint it and release its trial, then
 launch exits 0; a second one is forwarded as a hard stop (epochs abandoned,
 trials released, non-zero exit). A launch that dies without forwarding
-(SIGKILL) still leaves no orphan: each child gets SIGTERM from the kernel
-(Linux PR_SET_PDEATHSIG) or notices its parent is gone (hpo/service/stops.py).
+(SIGKILL) still leaves no orphan: each child gets a parent-death signal from
+the kernel (Linux PR_SET_PDEATHSIG) or notices its parent is gone, and stops as
+on a first signal (hpo/service/stops.py). A child killed by a signal launch did
+not send is one line; launch's exit code is then 0 only if the others finished
+the study (hpo/cli/session.py ``children_exit_code``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -34,6 +41,8 @@ from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_o
 
 # The service, the readers, tqdm and torch are imported inside the functions that
 # use them: building the parser imports every command module (hpo/cli/__init__.py).
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,25 +82,31 @@ def _check_and_launch(args: argparse.Namespace, stops) -> int:
     spec = study_spec(args)  # storage and artifacts resolved: spec.storage, spec.artifacts
     curves = replay_curves(args, spec)  # read (and checked) before anything is stored
     check_before_creating(spec, spec.storage, trains_here=curves is None and args.workers > 0)
-    with db.naming(spec.storage):
-        return _launch(args, spec, curves, stops)
+    from hpo.cli import session
+    from hpo.cli.logs import log_file
+
+    with db.naming(spec.storage), log_file(session.log_dir(spec) / "launch.log",
+                                           quiet_terminal=True) as path:
+        return _launch(args, spec, curves, stops, path)
 
 
-def _launch(args, spec, curves, stops) -> int:
+def _launch(args, spec, curves, stops, log_path) -> int:
     from hpo.cli.session import next_commands, print_outcome
     from hpo.service.study import open_or_create
 
     created = open_or_create(spec, spec.storage)
-    print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
-          f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
-          f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned", flush=True)
+    what = (f"{'created' if created else 'resuming'} study {spec.name!r}: "
+            f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
+            f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned")
+    log.info("%s", what)
+    print(f"{what}; log {log_path}", flush=True)
     started = time.monotonic()
     if stops.graceful.is_set() or args.workers == 0:
         code = 0
     elif args.workers == 1:
         code = _run_in_process(args, spec, curves, stops)
     else:
-        code = _run_children(args, spec, stops)
+        code = _run_children(args, spec, stops, log_path)
     if stops.graceful.is_set():
         print(f"stopped by a signal (exit {code}); trials in flight were released: run the same "
               "launch command again to resume the study", flush=True)
@@ -105,15 +120,15 @@ def _launch(args, spec, curves, stops) -> int:
 def _run_in_process(args, spec, curves, stops) -> int:
     from hpo.cli.session import run_worker
 
-    return run_worker(args, spec, curves, log_name="launch.log", stops=stops)
+    return run_worker(args, spec, curves, log_path=None, stops=stops)  # into launch.log
 
 
-def _run_children(args, spec, stops) -> int:
+def _run_children(args, spec, stops, log_path) -> int:
     from hpo.cli import session
     from hpo.cli.progress import ProgressLine
+    from hpo.readers.status import progress_snapshot
 
     log_dir = session.log_dir(spec)
-    log_dir.mkdir(parents=True, exist_ok=True)
     # Children log to files and draw no bars; each CPU trial uses the trainer's
     # fixed thread count (model/train.py), whatever the number of workers.
     env = dict(os.environ, SAAN_HPO_NO_PROGRESS="1", SAAN_HPO_STORAGE=spec.storage)
@@ -127,8 +142,11 @@ def _run_children(args, spec, stops) -> int:
             command += ["--replay-curves", args.replay_curves,
                         "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
         commands.append(command)
-    children = session.start_children(commands, [log_dir / f"worker-{i}.log" for i in range(len(devices))],
-                                      env)
-    print(f"{len(children)} workers started; logs in {log_dir}/", flush=True)
+    with open(log_path, "ab") as startup_output:
+        children = session.start_children(commands, log_dir, env, startup_output)
+    pids = ", ".join(str(c.pid) for c in children)
+    log.info("%d workers started (PIDs %s); logs in %s/", len(children), pids, log_dir)
+    print(f"{len(children)} workers started (PIDs {pids}); logs in {log_dir}/", flush=True)
     with ProgressLine(spec):
-        return session.supervise(children, stops)
+        return session.supervise(children, stops,
+                                 lambda: progress_snapshot(spec, spec.storage)["finished"])

@@ -91,6 +91,7 @@ def _machine_argv(specs: list[StudySpec]) -> list[str]:
 def _run_pool(args, names, storage, machine_argv, specs, stops) -> int:
     """N local fleet workers, supervised like single-study launch's (hpo/cli/session.py)."""
     from hpo.cli.session import local_devices, start_children, supervise
+    from hpo.readers.status import progress_snapshot
 
     log_dir = Path("runs") / "fleet-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +104,10 @@ def _run_pool(args, names, storage, machine_argv, specs, stops) -> int:
     if args.replay_curves:
         base += ["--replay-curves", args.replay_curves,
                  "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
-    children = start_children([base + ["--device", device] for device in devices],
-                              [log_dir / f"worker-{i}.log" for i in range(len(devices))], env)
-    print(f"{len(children)} workers serving {', '.join(names)}; logs in {log_dir}/", flush=True)
-    return supervise(children, stops)
+    with open(log_dir / "launch.log", "ab") as startup_output:
+        children = start_children([base + ["--device", device] for device in devices],
+                                  log_dir, env, startup_output)
+    print(f"{len(children)} workers serving {', '.join(names)} (PIDs "
+          f"{', '.join(str(c.pid) for c in children)}); logs in {log_dir}/", flush=True)
+    return supervise(children, stops, lambda: all(
+        progress_snapshot(spec, storage)["finished"] for spec in specs))

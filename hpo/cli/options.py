@@ -57,6 +57,18 @@ def add_study_file(parser: argparse.ArgumentParser, optional: bool = False) -> N
                         help="checkpoint store directory, shared by all workers (default: the study file's)")
 
 
+def storage_option(args: argparse.Namespace) -> str | None:
+    """``--storage URL`` as given, None when left out; an empty one is refused (it would
+    otherwise silently mean the study's own storage)."""
+    value = getattr(args, "storage", None)
+    if value is not None and not value.strip():
+        from hpo.service.db import URL_EXAMPLES  # imports Optuna: only on this error
+
+        raise SaanError(f"--storage: empty URL (expected e.g. {URL_EXAMPLES}; leave --storage "
+                        "out for the study's own storage)")
+    return value
+
+
 def study_spec(args: argparse.Namespace) -> StudySpec:
     """The study file after ``--data``, its storage and artifacts resolved (:func:`apply_data_option`)."""
     return apply_data_option(args, load_spec(args.study_file))
@@ -77,11 +89,12 @@ def study_ref(args: argparse.Namespace) -> tuple[str, str]:
     """(study name, storage URL) from the study file or ``--study NAME``."""
     if args.study_file and args.study:
         raise SaanError("give the study file or --study NAME, not both")
+    storage = storage_option(args)
     if args.study_file:
         spec = load_spec(args.study_file)
-        return spec.name, args.storage or spec.storage
+        return spec.name, storage or spec.storage
     if args.study:
-        return args.study, args.storage or default_storage(args.study)
+        return args.study, storage or default_storage(args.study)
     raise SaanError("expected the study file (STUDY.toml) or --study NAME")
 
 
@@ -130,7 +143,8 @@ def apply_data_option(args: argparse.Namespace, spec: StudySpec) -> StudySpec:
                             ("--name", getattr(args, "name", None))):
             if value is not None:
                 raise ConfigError(spec.source, flag, "only with --data synthetic")
-    return dataclasses.replace(spec, storage=args.storage or os.environ.get(STORAGE_ENV) or spec.storage,
+    storage = storage_option(args)
+    return dataclasses.replace(spec, storage=storage or os.environ.get(STORAGE_ENV) or spec.storage,
                                artifacts=getattr(args, "artifacts", None) or spec.artifacts)
 
 

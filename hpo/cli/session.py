@@ -4,6 +4,7 @@ progress line and log file, the device it really uses, and the commands to run n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpo.cli.logs import attach_log_file
+from hpo.cli.logs import ENV_WORKER_LOG_DIR, log_file, worker_log_path
 from hpo.cli.options import data_option_argv
 from hpo.cli.progress import ProgressLine
 from hpo.scheduling.spec import StudySpec
@@ -42,12 +43,14 @@ def concrete_device(name: str | None, replay: bool) -> str:
     return name
 
 
-def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_name: str = "worker.log",
+def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_path: Path | None = None,
                stops=None) -> int:
     """One worker in this process until the study is finished (or it is stopped).
 
-    ``stops`` (hpo/service/stops.py): the stop flags the command installed first thing;
-    None lets the Worker install its own while it runs.
+    ``log_path``: the file that gets the full log while it runs (hpo/cli/logs.py);
+    None when the caller already sends it somewhere (launch's launch.log, or a
+    launch child's own output). ``stops`` (hpo/service/stops.py): the stop flags
+    the command installed first thing; None lets the Worker install its own.
     """
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
@@ -56,10 +59,10 @@ def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_name: str 
     make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds)
     worker = Worker.attach(spec, spec.storage, make_run, device=device, stops=stops)
     try:
-        with ProgressLine(spec) as line:
-            if line.drawn:
-                path = attach_log_file(log_dir(spec) / log_name)
-                line.note(f"log: {path}")
+        with ProgressLine(spec) as line, contextlib.ExitStack() as logging_to:
+            if log_path is not None:
+                logging_to.enter_context(log_file(log_path, quiet_terminal=line.drawn))
+                line.note(f"log: {log_path}")
             return worker.run()
     finally:
         worker.close()
@@ -115,38 +118,87 @@ def print_outcome(spec, seconds: float) -> None:
               f"{spec.metric}={best.value:.4f} after {best.user_attrs.get('epochs')} epochs")
 
 
-def children_exit_code(children) -> int:
-    """Close the (process, log path, log handle) triples of finished worker children; 0 when all
-    exited 0, else the last failing code, with the tail of each failing worker's log on stderr."""
-    code = 0
-    for child, log_path, handle in children:
-        handle.close()
-        if child.returncode != 0:
-            code = child.returncode if child.returncode > 0 else 1
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
-            print(f"worker log {log_path} (exit {child.returncode}):", *tail, sep="\n  ",
-                  file=sys.stderr)
+class Child:
+    """A worker process launch started, and the log it writes (logs/worker-PID.log)."""
+
+    def __init__(self, process: subprocess.Popen, log_folder: Path):
+        self.process, self.pid = process, process.pid
+        self.log = worker_log_path(log_folder, process.pid)
+
+
+def children_exit_code(children: list[Child], study_finished) -> int:
+    """Launch's exit code once every worker child has exited, with one line on stderr for each
+    that did not exit 0 (see README Promises).
+
+    0 when all exited 0. A worker killed by a signal launch did not send (SIGKILL from
+    the OOM killer or a user) loses at most its epoch in flight: its trial resumes from
+    its last checkpoint, taken over by another worker once its lease expires, or by the
+    next launch. So when ``study_finished()`` says the other workers finished the study,
+    launch exits 0 all the same; otherwise 1 (run launch again). Nothing of the killed
+    worker's log is shown: it ends with the noise of the kill (its DataLoader
+    processes' broken-connection tracebacks), not a cause. A worker that exited with a
+    code of its own (2: an environment fault it named; 3: a hard stop) makes that the
+    exit code, with the line it stopped with.
+    """
+    code, killed = 0, []
+    for child in children:
+        returncode = child.process.returncode
+        if returncode < 0:
+            killed.append(child)
+        elif returncode != 0:
+            code = returncode
+            print(f"worker PID {child.pid} exited {returncode}: {last_error_line(child.log)} "
+                  f"(log {child.log})", file=sys.stderr)
+    if killed:
+        finished = code == 0 and study_finished()
+        for child in killed:
+            fate = ("was taken over from its last checkpoint and the study finished" if finished
+                    else "resumes from its last checkpoint: run the same launch command again")
+            print(f"worker PID {child.pid} was killed ({signal_name(-child.process.returncode)}); "
+                  f"its trial {fate} (log {child.log})", file=sys.stderr)
+        if not finished and code == 0:
+            code = 1
     return code
 
 
-def start_children(commands: list[list[str]], log_paths: list[Path], env: dict) -> list:
-    """Worker children, each logging to its file, in their own session (process group).
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
+
+def last_error_line(path: Path) -> str:
+    """The line a worker stopped with: its last ``error:`` / ERROR line, else its last line."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    for line in reversed(lines):
+        if " ERROR " in line or ": error: " in line:
+            return line
+    return lines[-1] if lines else "(empty log)"
+
+
+def start_children(commands: list[list[str]], log_folder: Path, env: dict,
+                   startup_output) -> list[Child]:
+    """Worker children in their own session (process group), each writing its own
+    ``worker-PID.log`` in ``log_folder`` (hpo/cli/logs.py ``redirect_output``).
+
+    ``startup_output``: an open file for what a child prints before it has redirected
+    its output (nothing, unless Python itself fails to start): launch.log.
     Own session: a signal to launch's process group (Ctrl-C, ``timeout``, systemd,
     SLURM, ``docker stop``) reaches launch alone, which forwards it once
     (:func:`supervise`). ENV_PARENT_PID makes each child stop by itself when
     launch is gone, even after a SIGKILL (hpo/service/stops.py).
     """
-    env = dict(env, **{ENV_PARENT_PID: str(os.getpid())})
-    children = []
-    for command, log_path in zip(commands, log_paths):
-        handle = open(log_path, "ab")
-        children.append((subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                          start_new_session=True), log_path, handle))
-    return children
+    env = dict(env, **{ENV_PARENT_PID: str(os.getpid()), ENV_WORKER_LOG_DIR: str(log_folder)})
+    return [Child(subprocess.Popen(command, stdout=startup_output, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True), log_folder)
+            for command in commands]
 
 
-def supervise(children: list, stops) -> int:
+def supervise(children: list[Child], stops, study_finished) -> int:
     """Wait for the children, passing ONE stop request to each per signal launch got.
 
     The first signal (forwarded as SIGTERM) lets every worker finish its epoch
@@ -155,16 +207,16 @@ def supervise(children: list, stops) -> int:
     :func:`children_exit_code`.
     """
     forwarded = 0
-    while any(p.poll() is None for p, _, _ in children):
+    while any(c.process.poll() is None for c in children):
         if stops.signals > forwarded and forwarded < 2:
             forwarded += 1
             what = "stop" if forwarded == 1 else "hard stop"
             print(f"signal received: passing a {what} to the workers", file=sys.stderr, flush=True)
             # The hard stop is its own signal: a second SIGTERM could merge with the first.
             sent = signal.SIGTERM if forwarded == 1 else HARD_STOP_SIGNAL
-            for p, _, _ in children:
-                if p.poll() is None:
-                    p.send_signal(sent)
+            for c in children:
+                if c.process.poll() is None:
+                    c.process.send_signal(sent)
             continue
         time.sleep(0.1)
-    return children_exit_code(children)
+    return children_exit_code(children, study_finished)

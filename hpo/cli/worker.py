@@ -16,7 +16,7 @@ import dataclasses
 import os
 
 from hpo.cli.options import (STORAGE_ENV, add_data_option, add_replay, add_study_file,
-                             replay_curves, study_spec)
+                             replay_curves, storage_option, study_spec)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,15 +46,18 @@ def add_fleet_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hpo.cli.logs import redirect_output
     from hpo.service.stops import StopRequests, die_with_parent, parent_gone
 
-    # First thing: from here a signal only sets a flag (the Worker decides at a
-    # safe point), and a worker whose launcher dies stops like on SIGTERM.
+    # First thing: a worker started by launch writes everything to its worker-PID.log
+    # (hpo/cli/logs.py); from here a signal only sets a flag (the Worker decides at a
+    # safe point), and a worker whose launcher dies stops as on a first signal.
+    args.redirected = redirect_output() is not None
     stops = StopRequests()
     restore = stops.install()
     die_with_parent()
     if parent_gone():
-        stops.request()
+        stops.request_parent_gone()
     try:
         if args.study_file is None:
             return run_fleet(args, stops)
@@ -66,9 +69,10 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, stops) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
     from model.errors import SaanError
-    from hpo.cli.session import next_commands, run_worker
+    from hpo.cli.logs import worker_log_path
+    from hpo.cli.session import log_dir, next_commands, run_worker
     from hpo.service import db
-    from hpo.service.preflight import check_before_creating
+    from hpo.service.preflight import check_before_creating, check_data
     from hpo.service.study import attach
 
     for flag, value in (("--study", args.studies), ("--data-root", args.data_root),
@@ -78,10 +82,15 @@ def _run(args: argparse.Namespace, stops) -> int:
             raise SaanError(f"worker: {flag}: only without a study file (the file says it)")
     spec = study_spec(args)  # storage and artifacts resolved
     curves = replay_curves(args, spec)
-    check_before_creating(spec, spec.storage, trains_here=curves is None)
+    check_before_creating(spec, spec.storage, trains_here=False)
     with db.naming(spec.storage):
         attach(spec, spec.storage)  # a worker never creates a study
-        code = run_worker(args, spec, curves, log_name=f"worker-{os.getpid()}.log", stops=stops)
+    if curves is None:
+        check_data(spec)  # only now: a refused worker generates no synthetic data either
+    with db.naming(spec.storage):
+        # A child of launch already writes everything to its worker-PID.log.
+        log_path = None if args.redirected else worker_log_path(log_dir(spec), os.getpid())
+        code = run_worker(args, spec, curves, log_path=log_path, stops=stops)
     if code == 0:
         print(next_commands(args, spec))
     return code
@@ -94,7 +103,7 @@ def run_fleet(args: argparse.Namespace, stops) -> int:
     from hpo.service.machine import MachinePaths
     from hpo.service.trial_runs import run_factory
 
-    storage = args.storage or os.environ.get(STORAGE_ENV)
+    storage = storage_option(args) or os.environ.get(STORAGE_ENV)
     if not storage:
         raise SaanError("worker: expected STUDY.toml, or --storage URL (or $SAAN_HPO_STORAGE) "
                         "to serve the studies stored there")

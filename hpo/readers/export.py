@@ -75,7 +75,9 @@ def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | No
             return run.trainer.evaluate(split)
         except (ArtifactNotFound, DamagedCheckpoint) as err:
             # Never score a damaged file: the scores would be quietly wrong.
-            what = f"{store.where(checkpoint)} not found" if isinstance(err, ArtifactNotFound) else err
+            where = store.where(checkpoint)  # the message names the file, whatever raised
+            what = f"{where} not found" if isinstance(err, ArtifactNotFound) else (
+                f"{err}" if where in str(err) else f"{where}: {err}")
             log.warning("winner's checkpoint %s; retraining trial %d", what, best.number)
             run = SaanRun(spec, best.params, device)
     run.fit(int(best.user_attrs.get("epochs") or spec.final_epoch))

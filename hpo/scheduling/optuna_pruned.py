@@ -1,7 +1,9 @@
 """Optuna's own asynchronous pruners (kinds ``asha`` and ``hyperband``), used unchanged.
 
-A trial is sent straight to the full budget. After every reported epoch the
-worker asks the study's pruner (``SuccessiveHalvingPruner`` with
+A trial is sent straight to the full budget. After each epoch at which the
+pruner can decide (its rung steps, :meth:`OptunaPruned.pruner_may_prune_at`),
+once that epoch's checkpoint is durable and its value reported, the worker
+asks the study's pruner (``SuccessiveHalvingPruner`` with
 ``min_early_stopping_rate=0`` for asha, ``HyperbandPruner`` for hyperband, both
 with ``min_resource=min_epochs`` and ``reduction_factor=eta``) and prunes the
 trial when it says so -- except at the final epoch: Optuna's pruners never see
@@ -14,6 +16,8 @@ reported values (:func:`hpo.scheduling.policy.rungs_from_reports`).
 ((1, 2, 4), 4)
 >>> asha.after_epoch(2, lambda: True), asha.after_epoch(4, lambda: True)
 ('prune', 'continue')
+>>> [e for e in range(1, 5) if asha.pruner_may_prune_at(e)]  # its rung steps, not the last
+[1, 2]
 >>> asha.optuna_pruner()
 ('SuccessiveHalvingPruner', {'min_resource': 1, 'reduction_factor': 2, 'min_early_stopping_rate': 0})
 """
@@ -31,8 +35,6 @@ from hpo.scheduling.policy import CONTINUE, PRUNE
 class OptunaPruned(HalvingPolicy):
     pruner: str = "NopPruner"  # a class of optuna.pruners
     pruner_args: dict[str, Any] = field(default_factory=dict)
-
-    asks_pruner = True  # a class attribute, not a field
 
     @classmethod
     def asha(cls, eta: int, rungs: int, min_epochs: int, schedule: str) -> "OptunaPruned":
@@ -54,3 +56,18 @@ class OptunaPruned(HalvingPolicy):
 
     def optuna_pruner(self) -> tuple[str, dict[str, Any]]:
         return self.pruner, dict(self.pruner_args)
+
+    def pruner_may_prune_at(self, epoch: int) -> bool:
+        """Optuna's SuccessiveHalvingPruner (each Hyperband bracket is one, with a higher
+        ``min_early_stopping_rate``) looks at a trial only when its last step reaches a rung,
+        ``min_resource * reduction_factor ** k``; at any other step it answers no without
+        reading or writing anything. A trial reports every epoch, so those are its only
+        deciding epochs (the final one never asks: see ``after_epoch``)."""
+        if epoch >= self.final_epoch:
+            return False
+        args = self.pruner_args
+        step = args.get("min_resource", 1) * args.get("reduction_factor", 1) ** args.get(
+            "min_early_stopping_rate", 0)
+        while step < epoch and args.get("reduction_factor", 1) > 1:
+            step *= args["reduction_factor"]
+        return step == epoch

@@ -88,9 +88,6 @@ class Policy:
     plan_is_exact: bool = False
     #: Trials wait at rung boundaries for a decision (the service then decides rungs).
     pauses_at_rungs: bool = False
-    #: ``after_epoch`` asks Optuna's pruner, so each value must reach Optuna first
-    #: (otherwise the worker reports it off the training thread).
-    asks_pruner: bool = False
 
     @property
     def final_epoch(self) -> int:
@@ -105,6 +102,11 @@ class Policy:
         """``CONTINUE`` or ``PRUNE`` after a reported epoch. ``pruner_says_prune`` asks
         Optuna's pruner (a database read), so a policy calls it only when it needs it."""
         return CONTINUE
+
+    def pruner_may_prune_at(self, epoch: int) -> bool:
+        """Whether Optuna's pruner can decide anything after ``epoch``: only there must the
+        epoch be durable and reported before ``after_epoch`` asks it (the worker waits)."""
+        return False
 
     def at_target(self) -> str:
         """``PAUSE`` or ``COMPLETE``: a trial has trained to the epoch it was sent to."""

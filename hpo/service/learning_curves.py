@@ -16,7 +16,9 @@ the file, the line and the column. Rules:
 * a value is a number; ``nan``, ``inf`` and ``-inf`` are allowed -- a diverged
   run reports them -- and are counted (they rank last at their rung); an empty
   cell or text is refused;
-* one value per configuration and epoch (a repeated row must repeat the value);
+* one row per configuration and epoch: a repeated one is refused, with the same
+  value too (a file appended to twice, or two runs' curves mixed, would otherwise
+  pass unnoticed whenever they happen to agree);
 * each configuration of the grid has rows, for epochs 1, 2, ... without a gap
   (a curve may stop early: a pruned trial's does);
 * rows of configurations outside the study's grid are allowed (one table may
@@ -131,7 +133,9 @@ class LearningCurves:
                     raise DataError(f"{where('value')}: epoch {epoch} of {grid_keys[key]} is "
                                     f"{curve[epoch]!r} on line {seen[key, epoch]} and {value!r} "
                                     "here (expected one value per configuration and epoch)")
-                continue
+                raise DataError(f"{where('epoch')}: epoch {epoch} of {grid_keys[key]} again, "
+                                f"as on line {seen[key, epoch]} (expected one row per "
+                                "configuration and epoch)")
             curve[epoch] = value
             seen[key, epoch] = line
         for key, params in grid_keys.items():

@@ -3,9 +3,11 @@
 ``launch`` and ``worker`` call :func:`check_before_creating` after the study
 file is parsed (which already refused a study name that is not a safe single
 path component) and before they open the database: the storage URL (a backend
-the service runs on, its driver installed, a SQLite file whose folder exists)
-that a study already stored under this name has this spec, and the data
-every configuration of the grid trains on. Bad input found later,
+the service runs on, its driver installed, a SQLite file -- not an in-memory
+database, which no second process sees -- whose folder exists), that a study
+already stored under this name has this spec and that its database takes
+writes (a read-only file or server is one line before any worker starts), and
+the data every configuration of the grid trains on. Bad input found later,
 after the study was created and a trial claimed, would leave a study, a lease
 and files behind for nothing.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.scheduling.spec import StudySpec, default_storage
@@ -34,7 +38,12 @@ def check_before_creating(spec: StudySpec, storage_url: str, trains_here: bool) 
 
 def check_storage(study_name: str, storage_url: str) -> None:
     """URL, backend, driver; for SQLite a file whose folder exists or will be the default one."""
-    path = db.sqlite_path(db.resolve_url(storage_url))
+    url = db.resolve_url(storage_url)
+    path = db.sqlite_path(url)
+    if path is None and sa.make_url(url).get_backend_name() == "sqlite":
+        raise db.StorageError(f"storage {db.mask_url(storage_url)}: an in-memory SQLite database "
+                              "lives in one connection, so no worker would see the study "
+                              f"(expected a file, e.g. {default_storage(study_name)})")
     if path is None:
         check_reachable(storage_url)
         return
@@ -78,8 +87,6 @@ def check_data(spec: StudySpec) -> None:
 
 def check_reachable(storage_url: str) -> None:
     """A database server answers (connecting creates nothing; SQLite files are not opened here)."""
-    import sqlalchemy as sa
-
     engine = db.create_service_engine(storage_url)
     try:
         with engine.connect():
@@ -96,8 +103,6 @@ def check_stored_spec(spec: StudySpec, storage_url: str) -> None:
 
     Errors reaching the database are left to open_or_create, which reports them.
     """
-    import sqlalchemy as sa
-
     from hpo.service.coordination import Coordinator
 
     path = db.sqlite_path(db.resolve_url(storage_url))
@@ -110,9 +115,34 @@ def check_stored_spec(spec: StudySpec, storage_url: str) -> None:
                 return
         coord = Coordinator(engine, spec)
         stored = coord.stored_study()
+        if stored is not None:
+            coord.check_spec(stored)
+            check_writable(engine, spec.name, storage_url)
     except sa.exc.SQLAlchemyError:
         return
     finally:
         engine.dispose()
-    if stored is not None:
-        coord.check_spec(stored)
+
+
+def check_writable(engine: sa.Engine, study_name: str, storage_url: str) -> None:
+    """The stored study's database takes writes: a no-op update of its row, rolled back.
+
+    Resuming a study writes nothing before the workers claim trials, so a read-only
+    database (an immutable or read-only-mounted SQLite file, a PostgreSQL standby or
+    ``default_transaction_read_only``) would otherwise be found by each worker after it
+    started. Only lasting faults are refused here; a locked database passes (workers wait).
+    """
+    try:
+        with engine.connect() as conn:
+            tx = conn.begin()
+            try:
+                conn.execute(sa.update(db.studies).where(db.studies.c.name == study_name)
+                             .values(name=db.studies.c.name))
+            finally:
+                tx.rollback()
+    except sa.exc.SQLAlchemyError as err:
+        meaning = db.lasting_fault(err)
+        if meaning is None:
+            return
+        raise db.ReadOnlyStorage(f"storage {db.mask_url(storage_url)}: {meaning} "
+                                 f"({db.first_line(err)}); fix it and run again") from None

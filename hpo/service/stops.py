@@ -18,8 +18,16 @@ code, importing torch or building a trainer -- can reach it as one.
 
 A worker started by ``launch`` also stops gracefully when its launcher dies
 (SIGKILL included), so no worker is ever left unsupervised: on Linux the
-kernel sends it SIGTERM (PR_SET_PDEATHSIG); everywhere, the heartbeat notices
-that its parent process changed (``parent_gone``).
+kernel sends it PARENT_GONE_SIGNAL (PR_SET_PDEATHSIG); everywhere, the
+heartbeat notices that its parent process changed (``parent_gone``) and sends
+the same signal to its own process. That signal is a stop request of its own,
+never counted as a second one: the kernel sends the parent-death signal again
+each time the child is handed on to another thread of the dying launcher (a
+launcher with threads gives its children two or more), and the heartbeat may
+notice the same death, so a SIGTERM used for it turned one launcher death into
+a hard stop that lost every epoch in flight. However many times it comes, the
+worker stops as on a first signal; a user's SIGTERM after it is still a
+second signal (a hard stop).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 HARD_STOP_SIGNAL = signal.SIGUSR1  # a hard stop in one signal (what launch forwards second)
+PARENT_GONE_SIGNAL = signal.SIGUSR2  # the launcher died: a graceful stop, however often it comes
 ENV_PARENT_PID = "SAAN_HPO_PARENT_PID"  # set by launch for the workers it supervises
 HARD_STOP_EXIT = 3
 
@@ -45,7 +54,9 @@ class StopRequests:
     def __init__(self) -> None:
         self.graceful = threading.Event()
         self.hard = threading.Event()
+        self.parent_gone = threading.Event()  # the launcher died (told once, see the module doc)
         self.signals = 0
+        self.installed = False  # handlers in place: notice_parent_gone may signal this process
         self._on_signal: list[Callable[[int], None]] = []
 
     def request(self, signum: int | None = None) -> None:
@@ -64,6 +75,25 @@ class StopRequests:
             self.graceful.set()
         self.request(signum)
 
+    def request_parent_gone(self, signum: int | None = None) -> None:
+        """The launcher is gone: a graceful stop unless one is under way; repeats do nothing."""
+        if self.parent_gone.is_set():
+            return
+        self.parent_gone.set()
+        if not self.graceful.is_set():
+            self.request(signum if signum is not None else int(PARENT_GONE_SIGNAL))
+
+    def notice_parent_gone(self) -> None:
+        """From any thread (the heartbeat): the launcher is gone. With the handlers
+        installed this goes through PARENT_GONE_SIGNAL, so it is handled on the main
+        thread after any signal being handled there, never racing one."""
+        if self.parent_gone.is_set():
+            return
+        if self.installed:
+            os.kill(os.getpid(), PARENT_GONE_SIGNAL)
+        else:
+            self.request_parent_gone()
+
     def on_signal(self, callback: Callable[[int], None]) -> None:
         """Also call ``callback(signum)`` (it must only set flags or write a line)."""
         self._on_signal.append(callback)
@@ -80,9 +110,20 @@ class StopRequests:
         def hard_handler(signum, _frame):
             self.request_hard(signum)
 
+        def parent_handler(signum, _frame):
+            self.request_parent_gone(signum)
+
         previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
         previous[HARD_STOP_SIGNAL] = signal.signal(HARD_STOP_SIGNAL, hard_handler)
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+        previous[PARENT_GONE_SIGNAL] = signal.signal(PARENT_GONE_SIGNAL, parent_handler)
+        self.installed = True
+
+        def restore() -> None:
+            self.installed = False
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
 
 
 def announce(signum: int) -> None:
@@ -95,14 +136,15 @@ def announce(signum: int) -> None:
 
 
 def die_with_parent() -> None:
-    """Ask the kernel to send SIGTERM when the launching process dies (Linux only)."""
+    """Ask the kernel to send PARENT_GONE_SIGNAL when the launching process dies (Linux only;
+    call it after ``StopRequests.install``: the signal's default action ends the process)."""
     if not os.environ.get(ENV_PARENT_PID) or not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
         PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(PARENT_GONE_SIGNAL), 0, 0, 0)
     except (OSError, AttributeError):  # no libc prctl: parent_gone() still notices
         pass
 

@@ -1,20 +1,27 @@
 """A worker: claim a trial, train it to the epoch its policy sends it to, settle it, repeat.
 
 One worker per GPU. Workers share nothing but the storage URL and the
-checkpoint store, so they can run on any machine. Per epoch a worker reports
-the objective to Optuna, writes a checkpoint, then records the epoch under its
-lease -- in that order, so a worker killed at any point loses at most the
-epoch in flight and never a reported value (a re-reported epoch is ignored by
-Optuna and, with deterministic training, has the same value anyway).
+checkpoint store, so they can run on any machine. Per epoch a worker writes a
+checkpoint durably, then reports the objective to Optuna, then records the
+epoch under its lease -- in that order, so no value reaches Optuna (or the
+service) before its checkpoint is durable, and a worker killed at any point
+loses at most the epoch in flight and never a reported value (killed between
+report and record, the trial retrains that epoch from the checkpoint before
+it; the re-report is ignored by Optuna and, with deterministic training, has
+the same value anyway). A folder that refuses the write stops the worker with
+nothing reported for that epoch.
 
 The checkpoint is written off the training thread: at the end of epoch N the
 run's state is copied to the host (fast), and one background thread per
-worker reports the value to Optuna (on the training thread instead when the
-policy asks Optuna's pruner after each epoch), serialises the state, writes it
-durably and only then records epoch N, while epoch N+1 already trains. Before the end of epoch N+1 is handled, epoch N's
-write and record have finished (one snapshot in memory at a time), and a
-stint never ends -- reached, pruned, stopped, aborted or raised -- before its
-last epoch is recorded. A kill meanwhile loses only what was not yet durable.
+worker serialises it, writes it durably, reports the value to Optuna and only
+then records epoch N, while epoch N+1 already trains. Optuna's own pruners
+(asha, hyperband) read the value from Optuna's storage, so at the few epochs
+where one can decide (its rung steps, ``policy.pruner_may_prune_at``) the
+training thread waits for that write and report before asking it. Before the
+end of epoch N+1 is handled, epoch N's write and record have finished (one
+snapshot in memory at a time), and a stint never ends -- reached, pruned,
+stopped, aborted or raised -- before its last epoch is recorded. A kill
+meanwhile loses only what was not yet durable.
 
 Stops (hpo/service/stops.py): the first SIGTERM / SIGINT lets the epoch in
 flight finish and be checkpointed, gives the lease back (another worker resumes
@@ -67,7 +74,8 @@ from hpo.scheduling.time_budget import may_claim
 from hpo.service import db, optuna_link
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
-from hpo.service.stops import HARD_STOP_EXIT, HARD_STOP_SIGNAL, StopRequests, parent_gone
+from hpo.service.stops import (HARD_STOP_EXIT, HARD_STOP_SIGNAL, PARENT_GONE_SIGNAL, StopRequests,
+                                parent_gone)
 from hpo.service.trackers import Tracker, tracker_for
 from hpo.service.trial_runs import TrialRun
 
@@ -203,7 +211,10 @@ class Worker:
     def _log_signal(self, signum: int) -> None:
         # Runs inside the signal handler: only flags and a line are safe here.
         what = f"signal {signum}" if signum else "stop request"
-        if signum == HARD_STOP_SIGNAL:
+        if signum == PARENT_GONE_SIGNAL:
+            log.warning("the launcher that started this worker is gone: finishing the current "
+                        "epoch, then releasing the trial")
+        elif signum == HARD_STOP_SIGNAL:
             log.warning("hard stop (%s): abandoning the epoch in flight at the next batch", what)
         elif self.stops.hard.is_set():
             log.warning("%s again: abandoning the epoch in flight at the next batch", what)
@@ -214,9 +225,8 @@ class Worker:
         interval = max(0.05, self.spec.lease_seconds / 3)
         next_renewal = time.monotonic() + interval
         while not self._done.wait(min(interval, 1.0)):
-            if parent_gone() and not self.stop_requested.is_set():
-                log.warning("the launcher that started this worker is gone: stopping")
-                self.stops.request()
+            if parent_gone() and not self.stops.parent_gone.is_set():
+                self.stops.notice_parent_gone()  # once, however it is noticed (stops.py)
             if time.monotonic() < next_renewal:
                 continue
             next_renewal = time.monotonic() + interval
@@ -409,20 +419,25 @@ class Stint:
         return STOPPED if self.trial_run.epoch < self.claim.target_epoch else REACHED
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> bool:
-        """Report now, checkpoint and record in the background; False stops the run after this epoch."""
+        """Checkpoint, report and record in the background; False stops the run after this epoch."""
         worker = self.worker
         value = finite_or_none(metrics[worker.spec.metric])
-        report_now = worker.policy.asks_pruner  # else Optuna hears it on the writer thread, first
-        if report_now:
-            self._report(epoch, value, metrics)
         snapshot = self.trial_run.snapshot()  # a copy: the next epoch may change the live state
         self.wait_recorded()  # the previous epoch's write: one snapshot in memory at a time
         if self.lease_lost:
             return False
         started, self.started = self.started, time.time()
         self.writing = worker.writer.submit(self._write_and_record, epoch, value, dict(metrics),
-                                            started, snapshot, not report_now)
-        if worker.policy.after_epoch(epoch, self.trial.should_prune) == PRUNE:
+                                            started, snapshot)
+        asks = worker.policy.pruner_may_prune_at(epoch)
+        if asks:
+            # Optuna's pruner reads the value from Optuna's storage, where it may only be
+            # once the checkpoint is durable: wait for this epoch's write and report.
+            self.wait_recorded()
+            if self.lease_lost:
+                return False
+        # Elsewhere Optuna's pruner would answer no without a look (pruner_may_prune_at).
+        if worker.policy.after_epoch(epoch, self.trial.should_prune if asks else _no) == PRUNE:
             self.ended = PRUNED
             return False
         return not worker.stop_requested.is_set()
@@ -438,17 +453,17 @@ class Stint:
         db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
 
     def _write_and_record(self, epoch: int, value: float | None, metrics: dict, started: float,
-                          snapshot: Any, report: bool) -> None:
-        """On the writer thread: reported to Optuna (unless done already), the checkpoint made
-        durable, then the epoch recorded under the lease -- the order of the module docstring.
+                          snapshot: Any) -> None:
+        """On the writer thread: the checkpoint made durable, reported to Optuna, then the
+        epoch recorded under the lease -- the order of the module docstring. A store that
+        refuses the write raises before anything is reported.
 
         The epoch is trained: these writes run to the end even when a second
         signal arrives meanwhile (signals only set flags, on the main thread)."""
         worker, number = self.worker, self.claim.number
-        if report:
-            self._report(epoch, value, metrics)
-        metrics = _plain(metrics)
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.snapshot_bytes(snapshot))
+        self._report(epoch, value, metrics)
+        metrics = _plain(metrics)
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
                            metrics, started, checkpoint, log=log)
         if not held or self.lease.lost.is_set():
@@ -481,6 +496,10 @@ def run_until_stopped(serve: Callable[[], None], stops: StopRequests, leave: Cal
         log.error("hard stop: no trial was in flight; nothing to resume")
         code = HARD_STOP_EXIT
     return code
+
+
+def _no() -> bool:
+    return False
 
 
 def finite_or_none(value: Any) -> float | None:
