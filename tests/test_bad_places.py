@@ -77,14 +77,26 @@ def immutable(path: Path):
 
 
 class Unwritable:
-    """A folder that refuses new and removed files until restore() (see module doc)."""
+    """A folder that refuses new and removed files until restore() (see module doc).
 
-    def __init__(self, folder: Path):
+    Given an artifacts folder, it is the study's own sub-folder in it that
+    refuses (hpo/service/checkpoints.py: each study writes into
+    ``<study>-<identity>/``), found when apply() is called.
+    """
+
+    def __init__(self, folder: Path, study: str | None = None):
         self.folder = folder
+        self.study = study
         self.with_chattr = chattr_works(folder.parent)
-        self.aside = folder.with_name(folder.name + ".aside")
+
+    @property
+    def aside(self) -> Path:
+        return self.folder.with_name(self.folder.name + ".aside")
 
     def apply(self) -> None:
+        if self.study is not None:
+            (self.folder,) = [p for p in self.folder.iterdir()
+                              if p.is_dir() and p.name.startswith(self.study + "-")]
         if self.with_chattr:
             subprocess.run(["chattr", "+i", str(self.folder)], check=True)
         else:
@@ -121,7 +133,7 @@ def test_unwritable_checkpoint_folder_stops_workers_fails_no_trial_and_a_relaunc
     study = write_study(tmp_path / "blog.toml", storage=storage)
     curves = write_curves(tmp_path / "c.csv", TABLE)
     artifacts = tmp_path / "blog-artifacts"
-    place = Unwritable(artifacts)
+    place = Unwritable(artifacts, study="blog")
     launch = subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers", "2",
                                "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,7 +159,8 @@ def test_unwritable_checkpoint_folder_stops_workers_fails_no_trial_and_a_relaunc
     check_blog_outcome(storage)
     trials = study_rows(storage, db.trials, "blog")
     referenced = {t.checkpoint_id for t in trials if t.checkpoint_id}
-    assert {p.name for p in artifacts.iterdir()} == referenced  # nothing orphaned
+    files = {str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()}
+    assert files == referenced  # nothing orphaned
     assert not [t for t in trials if t.state == "failed"]
 
 
@@ -177,7 +190,7 @@ def test_no_value_reaches_optuna_before_its_checkpoint_is_durable(tmp_path, kind
                         schedule="geometric" if kind == "asha" else "cumulative")
     curves = write_curves(tmp_path / "c.csv", TABLE)
     artifacts = tmp_path / "blog-artifacts"
-    place = Unwritable(artifacts)
+    place = Unwritable(artifacts, study="blog")
     launch = subprocess.Popen([sys.executable, "-m", "hpo.cli", "launch", str(study), "--workers", "2",
                                "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

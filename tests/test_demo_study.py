@@ -49,7 +49,7 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
         int(number), float(lr), int(batch), srcc)
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == 15
     # Pruned trials' checkpoints are deleted; the winner's is kept for export.
-    checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").glob("*.ckpt"))
+    checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").rglob("*.ckpt"))
     assert len(checkpoints) == 1 and f"-t{best.number}-e31-" in checkpoints[0].name
 
     out = tmp_path / "best.toml"

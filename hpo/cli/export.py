@@ -43,5 +43,5 @@ def run(args: argparse.Namespace) -> int:
     if scores is not None:  # the report shows them beside the published winner's
         from hpo.readers.stored_scores import store_export_scores
 
-        store_export_scores(args.storage, args.study, best.number, scores)
+        store_export_scores(storage, name, best.number, scores)  # the study's, resolved
     return 0

@@ -83,6 +83,8 @@ def _run(args: argparse.Namespace, stops) -> int:
     spec = study_spec(args)  # storage and artifacts resolved
     curves = replay_curves(args, spec)
     check_before_creating(spec, spec.storage, trains_here=False)
+    if curves is None:
+        check_data(spec, generate=False)  # bad data on disk is named before a missing study
     with db.naming(spec.storage):
         attach(spec, spec.storage)  # a worker never creates a study
     if curves is None:

@@ -65,11 +65,17 @@ def _score(value) -> str:
 
 def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | None = None,
                     device: str | None = None, split: str = "test") -> dict:
-    """Test-set scores of the winner: from its checkpoint, or retrained when that is gone or damaged."""
+    """Test-set scores of the winner: from its checkpoint, or retrained when that is gone or damaged.
+
+    A retrained winner is kept: its checkpoint is written into the study's
+    folder and recorded as the trial's, so the next export (or ``table``)
+    loads it instead of retraining again.
+    """
     run = SaanRun(spec, best.params, device)
+    store = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url)
     checkpoint = checkpoint_ids(spec.name, storage_url).get(best.number)
+    epochs = int(best.user_attrs.get("epochs") or spec.final_epoch)
     if checkpoint:
-        store = CheckpointStore(artifacts or spec.artifacts, spec.name)
         try:
             run.load_bytes(store.load(checkpoint))
             return run.trainer.evaluate(split)
@@ -78,7 +84,26 @@ def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | No
             where = store.where(checkpoint)  # the message names the file, whatever raised
             what = f"{where} not found" if isinstance(err, ArtifactNotFound) else (
                 f"{err}" if where in str(err) else f"{where}: {err}")
-            log.warning("winner's checkpoint %s; retraining trial %d", what, best.number)
+            log.warning("winner's checkpoint %s; retraining trial %d (%d epochs)", what,
+                        best.number, epochs)
             run = SaanRun(spec, best.params, device)
-    run.fit(int(best.user_attrs.get("epochs") or spec.final_epoch))
+    else:
+        log.warning("trial %d has no checkpoint recorded; retraining it (%d epochs)",
+                    best.number, epochs)
+    run.fit(epochs)
+    kept = store.save(best.number, epochs, run.snapshot_bytes(run.snapshot()))
+    record_checkpoint(storage_url, spec.name, best.number, kept)
+    log.warning("kept the retrained winner as %s", store.where(kept))
     return run.trainer.evaluate(split)
+
+
+def record_checkpoint(storage_url: str, name: str, number: int, artifact_id: str) -> None:
+    """Point trial ``number`` at ``artifact_id`` (a finished study: no lease to hold)."""
+    engine = db.create_service_engine(storage_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(db.trials.update().where(db.trials.c.study == name,
+                                                  db.trials.c.number == number)
+                         .values(checkpoint_id=artifact_id))
+    finally:
+        engine.dispose()

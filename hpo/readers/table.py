@@ -85,7 +85,7 @@ def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | Non
 
 
 def predictions_artifact_id(store, number: int) -> str:
-    return f"{store.prefix}-t{number}-test-predictions.json"
+    return store.named(f"{store.prefix}-t{number}-test-predictions.json")
 
 
 def store_predictions(store, number: int, scored: dict[str, Any]) -> str:
@@ -126,7 +126,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
                               "to score yet (status shows how far it is)")
     checkpoints = checkpoint_ids(spec.name, storage_url)
     errors = trial_errors(spec.name, storage_url)
-    store = CheckpointStore(artifacts or spec.artifacts, spec.name)
+    store = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url)
     columns = axis_columns(spec.grid)
     rows = []
     for trial in trials:

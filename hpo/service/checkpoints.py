@@ -11,6 +11,13 @@ it into place (Optuna's FileSystemArtifactStore writes in place and never
 fsyncs): when ``save`` returns the checkpoint is durable, so the worker may
 record its epoch. Other stores are trusted to be durable when ``write`` returns.
 
+Two studies may share a name and a folder (the README's replay of the demo
+into another storage, or one study file launched on a second storage): each
+study's files therefore live in a sub-folder named after the study *identity*,
+``<study>-<hash of the storage URL and Optuna's study id>/``, and a finished
+study's clean-up looks only there. Artifact ids are paths relative to the
+store, so ids recorded before sub-folders existed (flat files) still load.
+
 Every artifact carries its checksum (model/checkpoint_file.py): ``load``
 returns verified bytes or raises DamagedCheckpoint; a damaged file is never
 trained on. A store that refuses writes or removals (permissions, disk full,
@@ -21,7 +28,9 @@ good checkpoint stays where it was.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import re
 import uuid
 from pathlib import Path
@@ -32,8 +41,25 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from model import checkpoint_file
 from model.checkpoint_file import DamagedCheckpoint
 
+def study_identity(storage_url: str, study_id: int) -> str:
+    """A short hash naming one study of one storage, however its URL is spelled.
+
+    The password never enters it; a SQLite path counts by the file it names.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(storage_url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            url = url.set(database=os.path.realpath(url.database))
+        text = url.render_as_string(hide_password=True).replace(":***@", "@")
+    except Exception:  # not a URL SQLAlchemy parses: the text itself, minus any secret
+        text = re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", storage_url)
+    return hashlib.sha256(f"{text}#{study_id}".encode()).hexdigest()[:10]
+
+
 class CheckpointStore:
-    def __init__(self, store_or_path, study_name: str):
+    def __init__(self, store_or_path, study_name: str, identity: str | None = None):
         self.root: Path | None = None
         if isinstance(store_or_path, (str, Path)):
             self.root = Path(store_or_path)
@@ -44,13 +70,32 @@ class CheckpointStore:
             store_or_path = FileSystemArtifactStore(str(store_or_path))
         self.store = store_or_path
         self.prefix = re.sub(r"[^A-Za-z0-9_.-]", "_", study_name)
+        # Where this study writes: its own sub-folder when the identity is known
+        # (workers, export); a reader given none only loads recorded ids.
+        self.folder = f"{self.prefix}-{identity}" if identity else None
+
+    @classmethod
+    def for_study(cls, store_or_path, study_name: str, storage_url: str) -> "CheckpointStore":
+        """The store of ``study_name`` on ``storage_url``, writing into its identity's sub-folder."""
+        from hpo.service import optuna_link
+
+        storage = optuna_link.optuna_storage(storage_url)
+        study_id = storage.get_study_id_from_name(study_name)
+        return cls(store_or_path, study_name, study_identity(storage_url, study_id))
+
+    def _in_folder(self, name: str) -> str:
+        return f"{self.folder}/{name}" if self.folder else name
 
     def where(self, artifact_id: str) -> str:
         """The artifact's path for messages (its id in a store that is not a folder)."""
         return str(self.root / artifact_id) if self.root is not None else artifact_id
 
     def artifact_id(self, number: int, epoch: int) -> str:
-        return f"{self.prefix}-t{number}-e{epoch}-{uuid.uuid4().hex[:8]}.ckpt"
+        return self._in_folder(f"{self.prefix}-t{number}-e{epoch}-{uuid.uuid4().hex[:8]}.ckpt")
+
+    def named(self, name: str) -> str:
+        """The id of another per-trial artifact (e.g. test predictions) in this study's folder."""
+        return self._in_folder(name)
 
     def save(self, number: int, epoch: int, payload: bytes) -> str:
         artifact_id = self.artifact_id(number, epoch)
@@ -99,16 +144,20 @@ class CheckpointStore:
     def remove_orphans(self, referenced: set[str]) -> list[str]:
         """Delete this study's checkpoint files no trial points to; the ids removed.
 
+        Only the study's own sub-folder is looked at: flat files from before
+        sub-folders may belong to another study of the same name, so they stay.
+
         For a finished study only: while it runs, a file may be written but not
         yet recorded. Orphans come from a folder that refused removals for a
         while (an environment fault stopped the worker between recording a new
         checkpoint and removing the previous one). Folder stores only.
         """
-        if self.root is None or not self.root.is_dir():
+        if self.root is None or self.folder is None or not (self.root / self.folder).is_dir():
             return []
         pattern = re.compile(re.escape(self.prefix) + r"-t\d+-e\d+-[0-9a-f]{8}\.ckpt")
-        orphans = sorted(p.name for p in self.root.iterdir()
-                         if pattern.fullmatch(p.name) and p.name not in referenced)
+        orphans = sorted(self._in_folder(p.name) for p in (self.root / self.folder).iterdir()
+                         if pattern.fullmatch(p.name))
+        orphans = [artifact_id for artifact_id in orphans if artifact_id not in referenced]
         for artifact_id in orphans:
             self.remove(artifact_id)
         return orphans

@@ -72,8 +72,15 @@ def sqlite_folder_to_create(storage_url: str, study_name: str) -> Path | None:
     return None
 
 
-def check_data(spec: StudySpec) -> None:
-    """The data of every distinct [data] section the grid trains on (model.data.check_dataset)."""
+def check_data(spec: StudySpec, generate: bool = True) -> None:
+    """The data of every distinct [data] section the grid trains on (model.data.check_dataset).
+
+    ``generate=False`` checks only what is on disk and skips a synthetic folder
+    not generated yet: a worker checks the data before it looks the study up
+    (bad data is the user's to fix first) and generates only once attached.
+    """
+    from pathlib import Path
+
     from model.data import check_dataset  # imports torch: only commands that train get here
 
     seen = set()
@@ -82,6 +89,8 @@ def check_data(spec: StudySpec) -> None:
         key = json.dumps(dataclasses.asdict(data), sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
+            if not generate and data.synthetic and data.root and not Path(data.root).expanduser().exists():
+                continue
             check_dataset(data)
 
 

@@ -139,7 +139,8 @@ class Worker:
         """A worker on ``storage_url``'s study with its own engine, checkpoint store and study."""
         coordinator = Coordinator(db.create_service_engine(storage_url), spec)
         options.setdefault("tracker", tracker_for(spec))
-        return cls(spec, coordinator, CheckpointStore(artifacts or spec.artifacts, spec.name),
+        checkpoints = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url)
+        return cls(spec, coordinator, checkpoints,
                    optuna_link.OptunaStudy.open(spec, storage_url), make_run, **options)
 
     def close(self) -> None:
