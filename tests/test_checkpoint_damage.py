@@ -100,13 +100,7 @@ def test_study_finishes_with_its_plan_and_winner_past_a_damaged_checkpoint(tmp_p
     # Stopped once rung 0 is decided: its survivors wait with their checkpoints.
     done = run_until_rung_decided(study, storage, curves, tmp_path, rung=0)
     assert done.returncode == 0, done.stderr
-    engine = db.create_service_engine(storage)
-    with engine.connect() as conn:
-        waiting = conn.execute(sa.select(db.trials).where(db.trials.c.state == "waiting",
-                                                          db.trials.c.checkpoint_id.is_not(None))).all()
-    engine.dispose()
-    assert waiting, "a survivor of rung 0 waits with its checkpoint"
-    victim = waiting[0]
+    victim = waiting_with_checkpoint(storage)[0]
     damage(artifacts / victim.checkpoint_id, how)
 
     done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path, timeout=120)
@@ -115,10 +109,62 @@ def test_study_finishes_with_its_plan_and_winner_past_a_damaged_checkpoint(tmp_p
              and "retraining from epoch 0" in line]
     assert len(notes) == 1, done.stderr[-2000:]
     assert (how == "deleted") == ("not found" in notes[0])
+    assert f"({victim.epochs_done} epoch(s) beyond the plan)" in notes[0], notes[0]  # said
+    if how != "deleted":  # moved aside, never loaded again
+        assert not (artifacts / victim.checkpoint_id).exists()
+        assert (artifacts / (victim.checkpoint_id + ".damaged")).is_file()
+        assert "moved aside" in notes[0], notes[0]
+    check_plan_and_winner(storage)
+
+
+def test_a_damaged_checkpoint_resumes_from_an_older_good_one(tmp_path):
+    """An older checkpoint of the trial left in the study's folder (a removal that failed):
+    the trial resumes there, not from epoch 0, and says how many epochs it retrains."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "small.toml", name="small", storage=storage, grid=SMALL_GRID,
+                        rungs=3)
+    curves = write_curves(tmp_path / "c.csv", TABLE, grid=SMALL_GRID)
+    artifacts = tmp_path / "small-artifacts"
+    done = run_until_rung_decided(study, storage, curves, tmp_path, rung=0)
+    assert done.returncode == 0, done.stderr
+    at_epoch_1 = {t.number: (artifacts / t.checkpoint_id).read_bytes()
+                  for t in waiting_with_checkpoint(storage)}
+    done = run_until_rung_decided(study, storage, curves, tmp_path, rung=1)
+    assert done.returncode == 0, done.stderr
+    victim = next(t for t in waiting_with_checkpoint(storage)
+                  if t.number in at_epoch_1 and t.epochs_done > 1)
+    older = (artifacts / victim.checkpoint_id).parent / f"small-t{victim.number}-e1-0123abcd.ckpt"
+    older.write_bytes(at_epoch_1[victim.number])
+    damage(artifacts / victim.checkpoint_id, "truncated")
+
+    done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    notes = [line for line in done.stderr.splitlines() if f"trial {victim.number}:" in line
+             and "resuming from the older checkpoint" in line]
+    assert len(notes) == 1, done.stderr[-2000:]
+    retrained = victim.epochs_done - 1
+    assert f"(epoch 1): {retrained} epoch(s) retrained beyond the plan" in notes[0], notes[0]
+    assert "retraining from epoch 0" not in done.stderr
+    assert not older.exists()  # superseded by the retrained epochs' checkpoints, then removed
+    check_plan_and_winner(storage)
+
+
+def waiting_with_checkpoint(storage: str):
+    engine = db.create_service_engine(storage)
+    with engine.connect() as conn:
+        waiting = conn.execute(sa.select(db.trials).where(
+            db.trials.c.state == "waiting", db.trials.c.checkpoint_id.is_not(None))
+            .order_by(db.trials.c.number)).all()
+    engine.dispose()
+    assert waiting, "survivors wait with their checkpoints"
+    return waiting
+
+
+def check_plan_and_winner(storage: str) -> None:
     expected, spent = oracle(TABLE, 2, [1, 3, 7])
     assert stored_rungs(storage, "small") == expected
-    kept = {(r.number, r.epoch) for r in epoch_rows(storage, "small") if r.kept}
-    assert len(kept) == spent  # every planned epoch trained and recorded
+    kept = [(r.number, r.epoch) for r in epoch_rows(storage, "small") if r.kept]
+    assert len(kept) == len(set(kept)) == spent  # one counted row per planned epoch
     best = optuna.load_study(study_name="small", storage=storage).best_trial
     assert best.number == expected[-1][2][0]
     trials = study_rows(storage, db.trials, "small")

@@ -141,6 +141,32 @@ class CheckpointStore:
             # orphaned once the folder accepts changes again.
             raise checkpoint_file.write_error(self.where(artifact_id), err) from None
 
+    def set_aside(self, artifact_id: str) -> str | None:
+        """Rename a damaged checkpoint to ``<id>.damaged`` (kept for a look, never loaded or
+        cleaned up as a checkpoint); its new path, or None when there is nothing to move."""
+        if self.root is None:
+            return None
+        path = self.root / artifact_id
+        aside = path.with_name(path.name + ".damaged")
+        try:
+            path.rename(aside)
+        except OSError:
+            return None  # gone already, or the folder refuses: it stays unreferenced either way
+        return str(aside)
+
+    def older(self, number: int, before_epoch: int) -> list[str]:
+        """This study's other checkpoints of trial ``number`` from before ``before_epoch``, newest
+        first: left by a removal that failed or by a worker killed between record and removal."""
+        if self.root is None or self.folder is None or not (self.root / self.folder).is_dir():
+            return []
+        pattern = re.compile(re.escape(self.prefix) + rf"-t{number}-e(\d+)-[0-9a-f]{{8}}\.ckpt")
+        found = []
+        for path in (self.root / self.folder).iterdir():
+            match = pattern.fullmatch(path.name)
+            if match and int(match.group(1)) < before_epoch:
+                found.append((int(match.group(1)), self._in_folder(path.name)))
+        return [artifact_id for _, artifact_id in sorted(found, reverse=True)]
+
     def remove_orphans(self, referenced: set[str]) -> list[str]:
         """Delete this study's checkpoint files no trial points to; the ids removed.
 

@@ -199,6 +199,14 @@ class Coordinator:
             held = conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
                 epochs_done=epoch, last_value=value, checkpoint_id=checkpoint_id,
                 lease_expires=now + self.spec.lease_seconds, updated_at=now)).rowcount == 1
+            if held:
+                # An epoch retrained (its checkpoint was damaged) supersedes the
+                # row recorded before: one counted row per epoch; the old one
+                # stays, uncounted, as spent work.
+                e = db.epochs.c
+                conn.execute(db.epochs.update().where(
+                    e.study == self.study, e.number == number, e.epoch == epoch,
+                    e.kept.is_(True)).values(kept=False))
             conn.execute(db.epochs.insert().values(
                 study=self.study, number=number, epoch=epoch, worker=worker_id,
                 started_at=started_at, finished_at=now, value=value,

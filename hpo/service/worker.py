@@ -386,13 +386,47 @@ class Stint:
                 run.load_bytes(worker.checkpoints.load(claim.checkpoint_id))
             except (ArtifactNotFound, DamagedCheckpoint) as err:
                 # Lost or damaged checkpoint (deleted or truncated by hand, store
-                # not shared, disk error): never train on it; retrain from
-                # scratch. Optuna ignores re-reports of epochs it has.
-                what = (f"checkpoint {worker.checkpoints.where(claim.checkpoint_id)} not found"
-                        if isinstance(err, ArtifactNotFound) else str(err))
-                log.error("trial %d: %s; retraining from epoch 0", claim.number, what)
-                run = worker.make_run(claim.params)
-                claim = dataclasses.replace(claim, epochs_done=0)
+                # not shared, disk error): never train on it; resume from an
+                # older good one when one is left, else from scratch.
+                run, claim = self._resume_past_damage(claim, err)
+        if run.epoch != claim.epochs_done:
+            raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
+                               f"stored progress {claim.epochs_done}")
+        log.info("trial %d %s: epoch %d -> %d%s", claim.number, claim.params, claim.epochs_done,
+                 claim.target_epoch, " (taken over)" if claim.takeover else "")
+        return claim, run
+
+    def _resume_past_damage(self, claim: Claim, err: Exception) -> tuple[TrialRun, Claim]:
+        """The run resumed from the newest good checkpoint before the damaged one (or epoch 0).
+
+        The damaged file is moved aside (``.damaged``) so no one loads it again;
+        the epochs retrained are said, since they are spent beyond the plan.
+        Optuna ignores re-reports of epochs it has, and the service keeps one
+        counted row per epoch (Coordinator.record_epoch).
+        """
+        worker, store = self.worker, self.worker.checkpoints
+        if isinstance(err, ArtifactNotFound):
+            what = f"checkpoint {store.where(claim.checkpoint_id)} not found"
+        else:
+            aside = store.set_aside(claim.checkpoint_id)
+            what = f"{err}" + (f" (moved aside to {aside})" if aside else "")
+        for older in store.older(claim.number, claim.epochs_done):
+            run = worker.make_run(claim.params)
+            try:
+                run.load_bytes(store.load(older))
+            except (ArtifactNotFound, DamagedCheckpoint) as older_err:
+                log.error("trial %d: older checkpoint unusable too: %s", claim.number, older_err)
+                store.set_aside(older)
+                continue
+            log.error("trial %d: %s; resuming from the older checkpoint %s (epoch %d): "
+                      "%d epoch(s) retrained beyond the plan", claim.number, what,
+                      store.where(older), run.epoch, claim.epochs_done - run.epoch)
+            return run, dataclasses.replace(claim, epochs_done=run.epoch, checkpoint_id=older)
+        log.error("trial %d: %s; no older checkpoint: retraining from epoch 0 "
+                  "(%d epoch(s) beyond the plan)", claim.number, what, claim.epochs_done)
+        return worker.make_run(claim.params), dataclasses.replace(claim, epochs_done=0,
+                                                                   checkpoint_id=None)
+
         if run.epoch != claim.epochs_done:
             raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
                                f"stored progress {claim.epochs_done}")
