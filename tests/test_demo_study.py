@@ -40,13 +40,16 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     best = study.best_trial
     assert best.value > 0.5, f"winner's validation SRCC {best.value:.3f} shows no learning"
     assert best.user_attrs["epochs"] == 31
-    # The winner the README quotes is the one a reader gets (CPU runs are reproducible).
+    # What the README promises on any machine: the first cut keeps the eight lr 1e-3 / 1e-4
+    # configurations (trials 0-7: lr is the grid's outer axis), so the winner is one of them.
+    # Which one may differ by CPU (test_demo_cut_margins_against_cross_machine_noise).
+    first_cut = stored_rungs(storage, "demo")[0]
+    assert sorted(first_cut[2]) == list(range(8)), first_cut
+    assert best.params["lr"] in (1e-3, 1e-4) and best.value > 0.9, (best.params, best.value)
     quoted = re.search(r"\*\*trial (\d+), lr ([0-9e.+-]+) / batch (\d+), validation\s+SRCC ([0-9.]+)\*\*",
                        (ROOT / "README.md").read_text())
-    assert quoted, "README: the demo's winner is not quoted"
-    number, lr, batch, srcc = quoted.groups()
-    assert (best.number, best.params["lr"], best.params["batch_size"], f"{best.value:.4f}") == (
-        int(number), float(lr), int(batch), srcc)
+    assert quoted, "README: the demo's winner on its named machine is not quoted"
+    assert float(quoted.group(2)) in (1e-3, 1e-4)
     assert sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials) == 15
     # Pruned trials' checkpoints are deleted; the winner's is kept for export.
     checkpoints = list((tmp_path / "runs" / "demo" / "artifacts").rglob("*.ckpt"))
@@ -64,6 +67,33 @@ def test_demo_launch_learns_and_exports_with_test_scores(tmp_path):
     exported = RunConfig.load(out)
     assert exported.trainer.lr == best.params["lr"]
     assert exported.trainer.batch_size == best.params["batch_size"]
+
+
+def test_demo_cut_margins_against_cross_machine_noise():
+    """The README's demo figures come from bench/demo_margins.py on the recorded runs: a first
+    cut far above the kernel noise (the same everywhere), later cuts below it (may differ)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from bench.demo_margins import cuts, noise
+    from hpo.service.learning_curves import LearningCurves
+
+    spec = load_spec(ROOT / "studies" / "demo.toml")
+    load = lambda name: LearningCurves.load(ROOT / "bench" / name, spec)  # noqa: E731
+    avx512, avx2, full = load("demo-run-avx512.csv"), load("demo-run-avx2.csv"), load("demo-curves.csv")
+    measured_noise = noise(spec, avx512, avx2)
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"up to {measured_noise:.3f} by which two CPUs' kernels" in readme, measured_noise
+    for curves in (avx512, avx2, full):
+        rows, winner = cuts(spec, curves)
+        assert [r["epoch"] for r in rows] == [1, 3, 7, 15]
+        assert rows[0]["margin"] > 10 * measured_noise, rows[0]  # far above: the same everywhere
+        assert all(r["margin"] < 0.01 for r in rows[1:]), rows  # what the README says of the rest
+        assert spec.grid_points()[winner]["lr"] in (1e-3, 1e-4)
+    first = cuts(spec, avx512)[0][0]["margin"]
+    assert f"by a margin of {first:.2f} SRCC" in readme, first
+    # The recordings are of the run the README quotes.
+    assert cuts(spec, avx512)[1] == 3 and cuts(spec, avx2)[1] == 3
 
 
 def shrunk_demo(path: Path) -> Path:
