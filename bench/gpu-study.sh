@@ -17,26 +17,16 @@
 # epoch of 2,400 images trains in ~0.6 s, so 80 epochs are ~1 min of training
 # plus 80 x the fixed cost: the figure this script exists to measure.
 #
-# Packages: the study service needs optuna, sqlalchemy, pandas, scipy, plotly,
-# filelock, tqdm (setup.cfg). A machine without an index (the lent GPU has
-# torch only) can install wheels carried in bench/wheels/:
-#   on a machine with internet, same Python version and platform as the GPU one:
-#     pip download -d bench/wheels optuna sqlalchemy pandas scipy plotly optuna-dashboard \
-#         kaleido 'psycopg[binary]' filelock tqdm pillow
-#   this script then runs, when bench/wheels/ exists:
-#     pip install --no-index --find-links bench/wheels --no-deps -e . && \
-#     pip install --no-index --find-links bench/wheels optuna sqlalchemy pandas scipy plotly filelock tqdm
-# (bench/wheels/ is ignored by git: never commit wheels.)
+# Packages: the study service needs optuna, sqlalchemy, alembic, plotly and what the GPU machine
+# already has (pandas, scipy, filelock, tqdm). That machine has no package index: bench/wheels.sh
+# downloads the missing ones here into .whl/ (ignored by git) for its Python 3.12 and platform,
+# and bench/device-run.sh installs them there before it runs this script. Run directly, this
+# script uses whatever python finds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 export SAAN_HPO_NO_PROGRESS=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-if [[ -d bench/wheels ]]; then
-    echo "== installing wheels from bench/wheels (no index)"
-    timeout 240 pip install -q --no-index --find-links bench/wheels \
-        optuna sqlalchemy pandas scipy plotly filelock tqdm || echo "wheel install failed; trying on"
-fi
 # the CLI from this tree (no console script needed on a bare machine)
 SAAN_HPO=(python -c 'import sys; from hpo.cli import main; sys.exit(main())')
 

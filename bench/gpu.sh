@@ -46,8 +46,14 @@ timeout 30 nvidia-smi -L || true
 
 CORES=$(nproc)
 REF_WORKERS=$(( CORES < 16 ? CORES : 16 ))
-INDUCTOR_DIR=$(mktemp -d /tmp/saan-inductor-XXXXXX)
-export TORCHINDUCTOR_CACHE_DIR="$INDUCTOR_DIR"
+# A fresh Inductor cache (f's compile is cold), unless bench/device-run.sh hands one in to keep
+# for bench/kernels.py's warm compile.
+if [[ "${SAAN_HPO_KEEP_INDUCTOR_CACHE:-0}" == "1" && -n "${TORCHINDUCTOR_CACHE_DIR:-}" ]]; then
+    INDUCTOR_DIR=""; mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
+else
+    INDUCTOR_DIR=$(mktemp -d /tmp/saan-inductor-XXXXXX)
+    export TORCHINDUCTOR_CACHE_DIR="$INDUCTOR_DIR"
+fi
 echo "== SAAN at 224 px, batch 64 (a: paper's loop; c: this trainer; d, e, f: speed-ups on in turn)"
 # 2048 training images (64 distinct pictures, hard-linked copies decode the same),
 # one untimed epoch of each loop (f: includes the compile), then 3 timed epochs
@@ -56,6 +62,6 @@ timeout 285 python bench/trainer.py --device cuda --backbone resnet50 --head-hid
     --image-size 224 --batch 64 --n 2048 --unique 64 --epochs 3 \
     --workers "$REF_WORKERS" --trainer-workers 4 --no-cold --flops --epoch-images 48000 --compile
 rc=$?
-rm -rf "$INDUCTOR_DIR"
+[[ -n "$INDUCTOR_DIR" ]] && rm -rf "$INDUCTOR_DIR"
 if [[ $rc -eq 124 ]]; then echo "bench/gpu.sh: timed out after 285 s"; fi
 exit $rc
