@@ -23,7 +23,8 @@ DEADLINE=$(( SECONDS + ${SAAN_HPO_DEVICE_DEADLINE:-470} ))
 left() { echo $(( DEADLINE - SECONDS )); }
 status=0
 
-if [[ -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
+# The wheels are for the GPU machine's Python 3.12; a CPU smoke run uses what is installed here.
+if [[ $SMOKE == 0 && -d .whl ]] && compgen -G ".whl/*.whl" >/dev/null; then
     echo "== installing the carried wheels (.whl/) into /tmp/site"
     if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl; then

@@ -184,6 +184,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "python bench/epoch_boundary.py": Skip(BENCH),
     "bash bench/gpu.sh": Skip(GPU_BENCH),
     "bash bench/gpu-study.sh": Skip(GPU_BENCH),
+    "bash bench/device-run.sh --smoke": Skip("run by tests/test_gpu_scripts.py, which checks its output"),
     "python bench/scaling.py": Skip(BENCH),
     "python bench/scaling.py --fleet": Skip(BENCH),
     "python bench/coordination.py": Skip(BENCH),
