@@ -92,11 +92,7 @@ def damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "overwritten", "deleted"])
 def test_study_finishes_with_its_plan_and_winner_past_a_damaged_checkpoint(tmp_path, how):
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = write_study(tmp_path / "small.toml", name="small", storage=storage, grid=SMALL_GRID,
-                        rungs=3)
-    curves = write_curves(tmp_path / "c.csv", TABLE, grid=SMALL_GRID)
-    artifacts = tmp_path / "small-artifacts"
+    storage, study, curves, artifacts = small_study(tmp_path)
     # Stopped once rung 0 is decided: its survivors wait with their checkpoints.
     done = run_until_rung_decided(study, storage, curves, tmp_path, rung=0)
     assert done.returncode == 0, done.stderr
@@ -120,21 +116,18 @@ def test_study_finishes_with_its_plan_and_winner_past_a_damaged_checkpoint(tmp_p
 def test_a_damaged_checkpoint_resumes_from_an_older_good_one(tmp_path):
     """An older checkpoint of the trial left in the study's folder (a removal that failed):
     the trial resumes there, not from epoch 0, and says how many epochs it retrains."""
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = write_study(tmp_path / "small.toml", name="small", storage=storage, grid=SMALL_GRID,
-                        rungs=3)
-    curves = write_curves(tmp_path / "c.csv", TABLE, grid=SMALL_GRID)
-    artifacts = tmp_path / "small-artifacts"
+    storage, study, curves, artifacts = small_study(tmp_path)
     done = run_until_rung_decided(study, storage, curves, tmp_path, rung=0)
     assert done.returncode == 0, done.stderr
-    at_epoch_1 = {t.number: (artifacts / t.checkpoint_id).read_bytes()
-                  for t in waiting_with_checkpoint(storage)}
+    earlier = {t.number: (t.epochs_done, (artifacts / t.checkpoint_id).read_bytes())
+               for t in waiting_with_checkpoint(storage)}
     done = run_until_rung_decided(study, storage, curves, tmp_path, rung=1)
     assert done.returncode == 0, done.stderr
     victim = next(t for t in waiting_with_checkpoint(storage)
-                  if t.number in at_epoch_1 and t.epochs_done > 1)
-    older = (artifacts / victim.checkpoint_id).parent / f"small-t{victim.number}-e1-0123abcd.ckpt"
-    older.write_bytes(at_epoch_1[victim.number])
+                  if t.number in earlier and t.epochs_done > earlier[t.number][0])
+    epoch, payload = earlier[victim.number]
+    older = (artifacts / victim.checkpoint_id).parent / f"small-t{victim.number}-e{epoch}-0123abcd.ckpt"
+    older.write_bytes(payload)
     damage(artifacts / victim.checkpoint_id, "truncated")
 
     done = cli("worker", str(study), "--replay-curves", str(curves), cwd=tmp_path, timeout=120)
@@ -142,11 +135,20 @@ def test_a_damaged_checkpoint_resumes_from_an_older_good_one(tmp_path):
     notes = [line for line in done.stderr.splitlines() if f"trial {victim.number}:" in line
              and "resuming from the older checkpoint" in line]
     assert len(notes) == 1, done.stderr[-2000:]
-    retrained = victim.epochs_done - 1
-    assert f"(epoch 1): {retrained} epoch(s) retrained beyond the plan" in notes[0], notes[0]
+    retrained = victim.epochs_done - epoch
+    assert f"(epoch {epoch}): {retrained} epoch(s) retrained beyond the plan" in notes[0], notes[0]
     assert "retraining from epoch 0" not in done.stderr
     assert not older.exists()  # superseded by the retrained epochs' checkpoints, then removed
     check_plan_and_winner(storage)
+
+
+def small_study(tmp_path: Path):
+    """(storage URL, study file, curves file, artifacts folder) of the 4-configuration study."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = write_study(tmp_path / "small.toml", name="small", storage=storage, grid=SMALL_GRID,
+                        rungs=3)
+    return storage, study, write_curves(tmp_path / "c.csv", TABLE, grid=SMALL_GRID), \
+        tmp_path / "small-artifacts"
 
 
 def waiting_with_checkpoint(storage: str):

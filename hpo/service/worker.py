@@ -427,13 +427,6 @@ class Stint:
         return worker.make_run(claim.params), dataclasses.replace(claim, epochs_done=0,
                                                                    checkpoint_id=None)
 
-        if run.epoch != claim.epochs_done:
-            raise RuntimeError(f"trial {claim.number}: checkpoint at epoch {run.epoch}, "
-                               f"stored progress {claim.epochs_done}")
-        log.info("trial %d %s: epoch %d -> %d%s", claim.number, claim.params, claim.epochs_done,
-                 claim.target_epoch, " (taken over)" if claim.takeover else "")
-        return claim, run
-
     def run(self) -> str:
         """REACHED, PRUNED, STOPPED (a signal, or the end of a shorter stint) or LEASE_LOST;
         a hard stop raises out of ``fit``."""
