@@ -14,7 +14,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = TEST_COMMAND.findall((ROOT / "README.md").read_text())
     ci = TEST_COMMAND.findall((ROOT / ".ci" / "run").read_text())
     assert readme and ci, (readme, ci)
-    assert set(readme) == set(ci) == {"python -m pytest -q -rs"}, (readme, ci)
+    assert set(readme) == set(ci) == {"python -m pytest -q -rs --durations=20"}, (readme, ci)
 
 
 def test_suite_timeout_is_above_every_tests_own_limit():

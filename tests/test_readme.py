@@ -114,7 +114,7 @@ COMMANDS: dict[str, Run | Skip] = {
         Skip("installs packages (the test runs inside that installation)"),
     "saan-hpo launch studies/demo.toml --workers 2":
         Run(writes=("runs/demo/study.db", "runs/demo/logs/*.log"), timeout=240),
-    "python -m pytest -q -rs": Skip("the test suite itself (this test is part of it)"),
+    "python -m pytest -q -rs --durations=20": Skip("the test suite itself (this test is part of it)"),
     # ---- Python API
     "python: <!-- api-example -->":
         Run(writes=("reports/demo-replay.html", "runs/demo-replay/best.toml"), keeps=DEMO_CHECKPOINTS,
