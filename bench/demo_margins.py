@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hpo.scheduling.rungs import decide_rung  # noqa: E402
+from hpo.scheduling.rungs import decide_rung, rank  # noqa: E402
 from hpo.scheduling.spec import load_spec  # noqa: E402
 from hpo.service.learning_curves import LearningCurves  # noqa: E402
 
@@ -42,12 +42,10 @@ def cuts(spec, curves: LearningCurves) -> tuple[list[dict], int]:
         values = {n: curves.curve(points[n]).get(epoch) for n in alive}
         decision = decide_rung(rung, epoch, values, spec.scheduler.eta, spec.direction, last)
         if not last:
-            kept, cut = decision.survivors, [n for n in decision.values if n not in decision.survivors]
-            worst_kept = min(values[n] for n in kept) if spec.direction == "maximize" else max(
-                values[n] for n in kept)
-            best_cut = max(values[n] for n in cut) if spec.direction == "maximize" else min(
-                values[n] for n in cut)
-            rows.append({"epoch": epoch, "trials": len(alive), "kept": len(kept),
+            # survivors are best first; the best cut trial is the first of the rest by rank
+            worst_kept = values[decision.survivors[-1]]
+            best_cut = values[rank({n: values[n] for n in decision.pruned}, spec.direction)[0]]
+            rows.append({"epoch": epoch, "trials": len(alive), "kept": len(decision.survivors),
                          "worst_kept": worst_kept, "best_cut": best_cut,
                          "margin": abs(worst_kept - best_cut)})
         alive = list(decision.survivors)

@@ -16,6 +16,7 @@ from hpo.readers.results import best_trial, checkpoint_ids, stored_spec
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 from hpo.service.checkpoints import CheckpointStore
+from hpo.service.coordination import Coordinator
 from hpo.service.trial_runs import SaanRun
 
 log = logging.getLogger(__name__)
@@ -92,18 +93,11 @@ def evaluate_winner(spec: StudySpec, storage_url: str, best, artifacts: str | No
                     best.number, epochs)
     run.fit(epochs)
     kept = store.save(best.number, epochs, run.snapshot_bytes(run.snapshot()))
-    record_checkpoint(storage_url, spec.name, best.number, kept)
+    coordinator = Coordinator(db.create_service_engine(storage_url), spec)
+    try:
+        coordinator.keep_checkpoint(best.number, kept)
+    finally:
+        coordinator.engine.dispose()
     log.warning("kept the retrained winner as %s", store.where(kept))
     return run.trainer.evaluate(split)
 
-
-def record_checkpoint(storage_url: str, name: str, number: int, artifact_id: str) -> None:
-    """Point trial ``number`` at ``artifact_id`` (a finished study: no lease to hold)."""
-    engine = db.create_service_engine(storage_url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(db.trials.update().where(db.trials.c.study == name,
-                                                  db.trials.c.number == number)
-                         .values(checkpoint_id=artifact_id))
-    finally:
-        engine.dispose()

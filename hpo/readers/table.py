@@ -126,7 +126,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
                               "to score yet (status shows how far it is)")
     checkpoints = checkpoint_ids(spec.name, storage_url)
     errors = trial_errors(spec.name, storage_url)
-    store = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url)
+    store = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url, storage)
     columns = axis_columns(spec.grid)
     rows = []
     for trial in trials:

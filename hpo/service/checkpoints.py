@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import uuid
 from pathlib import Path
@@ -40,21 +39,16 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model import checkpoint_file
 from model.checkpoint_file import DamagedCheckpoint
+from hpo.service import db, optuna_link
+
 
 def study_identity(storage_url: str, study_id: int) -> str:
     """A short hash naming one study of one storage, however its URL is spelled.
 
     The password never enters it; a SQLite path counts by the file it names.
     """
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(storage_url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            url = url.set(database=os.path.realpath(url.database))
-        text = url.render_as_string(hide_password=True).replace(":***@", "@")
-    except Exception:  # not a URL SQLAlchemy parses: the text itself, minus any secret
-        text = re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", storage_url)
+    path = db.sqlite_path(storage_url)
+    text = f"sqlite:///{path.resolve()}" if path else db.mask_url(storage_url).replace(":***@", "@")
     return hashlib.sha256(f"{text}#{study_id}".encode()).hexdigest()[:10]
 
 
@@ -75,11 +69,13 @@ class CheckpointStore:
         self.folder = f"{self.prefix}-{identity}" if identity else None
 
     @classmethod
-    def for_study(cls, store_or_path, study_name: str, storage_url: str) -> "CheckpointStore":
-        """The store of ``study_name`` on ``storage_url``, writing into its identity's sub-folder."""
-        from hpo.service import optuna_link
+    def for_study(cls, store_or_path, study_name: str, storage_url: str,
+                  optuna_storage=None) -> "CheckpointStore":
+        """The store of ``study_name`` on ``storage_url``, writing into its identity's sub-folder.
 
-        storage = optuna_link.optuna_storage(storage_url)
+        ``optuna_storage``: the caller's Optuna storage of that URL, when it has one open.
+        """
+        storage = optuna_storage or optuna_link.optuna_storage(storage_url)
         study_id = storage.get_study_id_from_name(study_name)
         return cls(store_or_path, study_name, study_identity(storage_url, study_id))
 
@@ -154,17 +150,21 @@ class CheckpointStore:
             return None  # gone already, or the folder refuses: it stays unreferenced either way
         return str(aside)
 
+    def _own_checkpoints(self) -> list[tuple[str, int, int]]:
+        """(artifact id, trial number, epoch) of every checkpoint file in this study's sub-folder
+        (folder stores with a known identity only)."""
+        if self.root is None or self.folder is None or not (self.root / self.folder).is_dir():
+            return []
+        pattern = re.compile(re.escape(self.prefix) + r"-t(\d+)-e(\d+)-[0-9a-f]{8}\.ckpt")
+        return [(self._in_folder(path.name), int(match.group(1)), int(match.group(2)))
+                for path in (self.root / self.folder).iterdir()
+                if (match := pattern.fullmatch(path.name))]
+
     def older(self, number: int, before_epoch: int) -> list[str]:
         """This study's other checkpoints of trial ``number`` from before ``before_epoch``, newest
         first: left by a removal that failed or by a worker killed between record and removal."""
-        if self.root is None or self.folder is None or not (self.root / self.folder).is_dir():
-            return []
-        pattern = re.compile(re.escape(self.prefix) + rf"-t{number}-e(\d+)-[0-9a-f]{{8}}\.ckpt")
-        found = []
-        for path in (self.root / self.folder).iterdir():
-            match = pattern.fullmatch(path.name)
-            if match and int(match.group(1)) < before_epoch:
-                found.append((int(match.group(1)), self._in_folder(path.name)))
+        found = [(epoch, artifact_id) for artifact_id, trial, epoch in self._own_checkpoints()
+                 if trial == number and epoch < before_epoch]
         return [artifact_id for _, artifact_id in sorted(found, reverse=True)]
 
     def remove_orphans(self, referenced: set[str]) -> list[str]:
@@ -178,12 +178,8 @@ class CheckpointStore:
         while (an environment fault stopped the worker between recording a new
         checkpoint and removing the previous one). Folder stores only.
         """
-        if self.root is None or self.folder is None or not (self.root / self.folder).is_dir():
-            return []
-        pattern = re.compile(re.escape(self.prefix) + r"-t\d+-e\d+-[0-9a-f]{8}\.ckpt")
-        orphans = sorted(self._in_folder(p.name) for p in (self.root / self.folder).iterdir()
-                         if pattern.fullmatch(p.name))
-        orphans = [artifact_id for artifact_id in orphans if artifact_id not in referenced]
+        orphans = sorted(artifact_id for artifact_id, _, _ in self._own_checkpoints()
+                         if artifact_id not in referenced)
         for artifact_id in orphans:
             self.remove(artifact_id)
         return orphans

@@ -325,6 +325,13 @@ class Coordinator:
             conn.execute(db.trials.update().where(db.trials.c.study == self.study,
                                                   db.trials.c.number == number).values(**values))
 
+    def keep_checkpoint(self, number: int, checkpoint_id: str) -> None:
+        """Point a finished trial at a checkpoint written after the study (a retrained winner)."""
+        with self.engine.begin() as conn:
+            conn.execute(db.trials.update().where(db.trials.c.study == self.study,
+                                                  db.trials.c.number == number)
+                         .values(checkpoint_id=checkpoint_id))
+
     def referenced_checkpoints(self) -> set[str]:
         """Artifact ids some trial of this study still points to."""
         t = db.trials.c

@@ -79,8 +79,6 @@ def check_data(spec: StudySpec, generate: bool = True) -> None:
     not generated yet: a worker checks the data before it looks the study up
     (bad data is the user's to fix first) and generates only once attached.
     """
-    from pathlib import Path
-
     from model.data import check_dataset  # imports torch: only commands that train get here
 
     seen = set()

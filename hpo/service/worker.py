@@ -139,9 +139,10 @@ class Worker:
         """A worker on ``storage_url``'s study with its own engine, checkpoint store and study."""
         coordinator = Coordinator(db.create_service_engine(storage_url), spec)
         options.setdefault("tracker", tracker_for(spec))
-        checkpoints = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url)
-        return cls(spec, coordinator, checkpoints,
-                   optuna_link.OptunaStudy.open(spec, storage_url), make_run, **options)
+        optuna_study = optuna_link.OptunaStudy.open(spec, storage_url)
+        checkpoints = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url,
+                                                optuna_study.storage)
+        return cls(spec, coordinator, checkpoints, optuna_study, make_run, **options)
 
     def close(self) -> None:
         """Release the database connections of the coordinator's engine; close the trackers."""
