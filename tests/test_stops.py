@@ -1,6 +1,11 @@
-"""Stops are never failures: real ``launch`` / ``worker`` processes training a tiny SAAN with
-DataLoader worker processes (``num_workers = 2``), stopped by signals at several moments,
-then relaunched; the result must equal an uninterrupted run's, value for value."""
+"""Stops are never failures: real ``launch`` / ``worker`` processes stopped by signals at
+several moments, then relaunched; the result must equal an uninterrupted run's, value for value.
+
+The chains of stops (which moment, which signal, whom) are about claims, leases and checkpoints,
+not training: their workers replay curves (``--replay-curves``, 0.4 s epochs, checkpoints written
+and resumed as in training) on SQLite and PostgreSQL. Where the trainer and its DataLoader worker
+processes (``num_workers = 2``) are what a stop must reach, a tiny SAAN trains for real: a
+worker's process group interrupted, a launch SIGKILLed, and loader workers changing nothing."""
 
 from __future__ import annotations
 
@@ -20,6 +25,10 @@ from hpo.service.stops import HARD_STOP_EXIT
 from studyfiles import live_processes_naming
 
 PLANNED = 8  # 4 configurations, eta 2, rungs at epochs 1 and 3: 4*1 + 2*2
+# The replayed chains' grid: 8 configurations, 8*1 + 4*2 = 16 epochs, so that every moment of a
+# chain still comes after the stops before it (each graceful stop finishes the epochs in flight).
+REPLAY_LR = [1e-3, 1e-4, 1e-5, 1e-6]
+REPLAY_PLANNED = 16
 
 STUDY = """
 [study]
@@ -30,7 +39,7 @@ storage = "{storage}"
 artifacts = "{artifacts}"
 
 [grid]
-lr = [1e-3, 1e-4]
+lr = {lr}
 batch_size = [8, 4]
 
 [scheduler]
@@ -60,13 +69,26 @@ deterministic = true
 """
 
 
-def write_study(folder: Path, data: Path, storage: str | None = None, num_workers: int = 2) -> tuple[Path, str]:
+def write_study(folder: Path, data: Path, storage: str | None = None, num_workers: int = 2,
+                lr: list[float] = (1e-3, 1e-4)) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{folder / 'study.db'}"
     path = folder / "stops.toml"
     path.write_text(STUDY.format(storage=storage, artifacts=folder / "artifacts", data=data,
-                                 num_workers=num_workers))
+                                 num_workers=num_workers, lr=list(lr)))
     return path, storage
+
+
+REPLAY_EPOCH_SECONDS = 0.4  # long enough to stop "inside" an epoch, 0.2 s after it began
+
+
+def write_replay_curves(path: Path) -> Path:
+    """A curve per configuration of the replayed grid, for epochs 1-3; rung margins of 0.1."""
+    rows = ["lr,batch_size,epoch,value"]
+    for i, (lr, batch) in enumerate((lr, batch) for lr in REPLAY_LR for batch in (8, 4)):
+        rows += [f"{lr},{batch},{epoch},{0.1 * (i + 1) + 0.01 * epoch}" for epoch in (1, 2, 3)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
 def start(command: str, study: Path, *args: str) -> subprocess.Popen:
@@ -124,9 +146,9 @@ def outcome(storage: str) -> dict:
             "winner": (best.number, best.value)}
 
 
-def check_finished_like(baseline: dict, storage: str) -> None:
+def check_finished_like(baseline: dict, storage: str, planned: int = PLANNED) -> None:
     kept = [r for r in rows(storage, db.epochs) if r.kept]
-    assert len(kept) == PLANNED and len({(r.number, r.epoch) for r in kept}) == PLANNED
+    assert len(kept) == planned and len({(r.number, r.epoch) for r in kept}) == planned
     assert outcome(storage) == baseline
 
 
@@ -162,15 +184,17 @@ def signal_launch(launch: subprocess.Popen, sig: int, whom: str) -> None:
         launch.send_signal(sig)
 
 
-def stop_at(study: Path, storage: str, moment: str, signals: list[tuple[int, str]]) -> int:
-    """Launch two workers, wait for ``moment``, send ``signals``; the launch's exit code.
+def stop_at(study: Path, storage: str, moment: str, signals: list[tuple[int, str]],
+            replay: tuple[str, ...] = ()) -> int:
+    """Launch two workers (``replay``: their replay options), wait for ``moment``, send
+    ``signals``; the launch's exit code.
 
     before: as soon as a trial is claimed (its trainer is being built or in epoch 1);
     end: the instant an epoch 1 is recorded; inside: 0.2 s into the epoch 3 of a rung-1
     trial, which starts right after its epoch 2 (that trial must then have epoch 3 kept).
     """
     since = last_epoch_id(storage)
-    launch = start("launch", study, "--workers", "2")
+    launch = start("launch", study, "--workers", "2", *replay)
     if moment == "before":
         wait_for("a claimed trial", storage,
                  lambda s: [t for t in rows(s, db.trials) if t.state == "running"])
@@ -205,6 +229,20 @@ CHAINS = {
 }
 
 
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory) -> tuple[str, ...]:
+    curves = write_replay_curves(tmp_path_factory.mktemp("stops-curves") / "curves.csv")
+    return ("--replay-curves", str(curves), "--replay-epoch-seconds", str(REPLAY_EPOCH_SECONDS))
+
+
+@pytest.fixture(scope="module")
+def replay_baseline(tmp_path_factory, data, replay) -> dict:
+    """The uninterrupted replayed study."""
+    study, storage = write_study(tmp_path_factory.mktemp("replay-baseline"), data, lr=REPLAY_LR)
+    assert start("launch", study, "--workers", "2", *replay).wait(timeout=300) == 0
+    return outcome(storage)
+
+
 @pytest.fixture
 def chain_storage(request, tmp_path):
     if request.param == "sigint-postgres":
@@ -215,19 +253,19 @@ def chain_storage(request, tmp_path):
 @pytest.mark.parametrize("chain_storage,chain", [(name, name) for name in CHAINS],
                          indirect=["chain_storage"], ids=list(CHAINS))
 def test_launch_stopped_before_inside_and_at_the_end_of_epochs_loses_nothing(
-        tmp_path, data, baseline, chain_storage, chain):
-    study, storage = write_study(tmp_path, data, storage=chain_storage)
+        tmp_path, data, replay, replay_baseline, chain_storage, chain):
+    study, storage = write_study(tmp_path, data, storage=chain_storage, lr=REPLAY_LR)
     for moment, signals in CHAINS[chain]:
-        code = stop_at(study, storage, moment, signals)
+        code = stop_at(study, storage, moment, signals, replay)
         if len(signals) == 1:
             assert code == 0, (moment, signals)
         else:  # a hard stop: non-zero, and each worker said in one line where its trial stands
             assert code == HARD_STOP_EXIT
             logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
             assert "hard stop: " in logs
-    finish = start("launch", study, "--workers", "2")
+    finish = start("launch", study, "--workers", "2", *replay)
     assert finish.wait(timeout=300) == 0
-    check_finished_like(baseline, storage)
+    check_finished_like(replay_baseline, storage, REPLAY_PLANNED)
 
 
 def test_worker_group_sigint_reaches_loader_workers_and_sigkilled_launch_orphans_nothing(
