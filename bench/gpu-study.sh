@@ -5,7 +5,7 @@
 # then `status`, `report` and `export --evaluate`.
 #
 #   bash bench/gpu-study.sh                          # on a CUDA machine, repo root; < 5 min on one H100
-#   SAAN_HPO_BENCH_SMOKE=1 bash bench/gpu-study.sh   # CPU, tiny: resnet18, 32 px, 2x2 grid, 2 rungs
+#   SAAN_HPO_BENCH_SMOKE=1 bash bench/gpu-study.sh   # CPU, tiny: resnet18, 32 px, 2x1 grid, 2 rungs
 #
 # Prints the wall time of the launch, the median epoch, the fixed per-epoch cost
 # (epoch wall minus the training loop's time: validation, checkpoint,
@@ -37,8 +37,8 @@ trap 'rm -rf "$WORK"' EXIT
 export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
 
 if [[ $SMOKE == 1 ]]; then
-    N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-48}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-8}; W=320; H=240
-    BACKBONE=resnet18; HEAD=64; SIZE=32; LRS="[1e-3, 1e-4]"; BATCHES="[16, 8]"; RUNGS=2; DEVICE=cpu; WORKERS=0
+    N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-24}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-8}; W=320; H=240
+    BACKBONE=resnet18; HEAD=32; SIZE=32; LRS="[1e-3, 1e-4]"; BATCHES="[8]"; RUNGS=2; DEVICE=cpu; WORKERS=0
     LIMIT=280
 else
     N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-2400}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-160}; W=1600; H=1200

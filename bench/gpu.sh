@@ -35,7 +35,7 @@ export SAAN_HPO_NO_PROGRESS=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "${1:-}" == "--smoke" || "${SAAN_HPO_BENCH_SMOKE:-0}" == "1" ]]; then
     # CPU, tiny; compile with the eager backend (the graph capture without Inductor's C++ build)
     SAAN_HPO_COMPILE_BACKEND=eager exec timeout 300 python bench/trainer.py --device cpu \
-        --backbone resnet50 --head-hidden 2048 --image-size 32 --batch 4 --n 8 --unique 4 \
+        --backbone resnet18 --head-hidden 64 --image-size 32 --batch 4 --n 8 --unique 4 \
         --width 320 --height 240 --epochs 1 --no-cold --flops --epoch-images 48000 --compile
 fi
 
