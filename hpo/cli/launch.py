@@ -103,6 +103,12 @@ def _launch(args, spec, curves, stops, log_path) -> int:
     started = time.monotonic()
     if stops.graceful.is_set() or args.workers == 0:
         code = 0
+    elif _finished(spec):
+        # Nothing left to train or to finish: starting workers would only import torch
+        # to find no work. The outcome and the next commands are printed as after a run.
+        log.info("study %r is finished: no worker started", spec.name)
+        print(f"study {spec.name!r} is already finished: no worker started", flush=True)
+        code = 0
     elif args.workers == 1:
         code = _run_in_process(args, spec, curves, stops)
     else:
@@ -115,6 +121,14 @@ def _launch(args, spec, curves, stops, log_path) -> int:
             print_outcome(spec, time.monotonic() - started)
         print(next_commands(args, spec))
     return code
+
+
+def _finished(spec) -> bool:
+    """Every trial in a final state and finalized (told to Optuna, checkpoints cleaned up)."""
+    from hpo.readers.status import progress_snapshot
+
+    snapshot = progress_snapshot(spec, spec.storage)
+    return snapshot["finished"] and all(t.finalized for t in snapshot["trials"])
 
 
 def _run_in_process(args, spec, curves, stops) -> int:
