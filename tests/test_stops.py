@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.service.stops import HARD_STOP_EXIT
-from studyfiles import live_processes_naming
+from studyfiles import live_processes_naming, write_curves
 
 PLANNED = 8  # 4 configurations, eta 2, rungs at epochs 1 and 3: 4*1 + 2*2
 # The replayed chains' grid: 8 configurations, 8*1 + 4*2 = 16 epochs, so that every moment of a
@@ -84,11 +84,8 @@ REPLAY_EPOCH_SECONDS = 0.4  # long enough to stop "inside" an epoch, 0.2 s after
 
 def write_replay_curves(path: Path) -> Path:
     """A curve per configuration of the replayed grid, for epochs 1-3; rung margins of 0.1."""
-    rows = ["lr,batch_size,epoch,value"]
-    for i, (lr, batch) in enumerate((lr, batch) for lr in REPLAY_LR for batch in (8, 4)):
-        rows += [f"{lr},{batch},{epoch},{0.1 * (i + 1) + 0.01 * epoch}" for epoch in (1, 2, 3)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    table = [[0.1 * (i + 1) + 0.01 * epoch for epoch in (1, 2, 3)] for i in range(2 * len(REPLAY_LR))]
+    return write_curves(path, table, grid={"lr": REPLAY_LR, "batch_size": [8, 4]})
 
 
 def start(command: str, study: Path, *args: str) -> subprocess.Popen:
@@ -204,10 +201,7 @@ def stop_at(study: Path, storage: str, moment: str, signals: list[tuple[int, str
         second = wait_for("an epoch 2", storage, new_epoch(since, epoch=2))
         time.sleep(0.2)
     for sig, whom in signals:
-        if whom == "group":  # what Ctrl-C, timeout, systemd, SLURM and docker stop do
-            os.killpg(launch.pid, sig)
-        else:  # kill <launch pid>
-            launch.send_signal(sig)
+        signal_launch(launch, sig, whom)
         time.sleep(0.05)
     code = launch.wait(timeout=120)
     check_stopped_cleanly(storage, study)

@@ -125,10 +125,14 @@ def _launch(args, spec, curves, stops, log_path) -> int:
 
 def _finished(spec) -> bool:
     """Every trial in a final state and finalized (told to Optuna, checkpoints cleaned up)."""
-    from hpo.readers.status import progress_snapshot
+    from hpo.service import db
+    from hpo.service.coordination import Coordinator
 
-    snapshot = progress_snapshot(spec, spec.storage)
-    return snapshot["finished"] and all(t.finalized for t in snapshot["trials"])
+    coordinator = Coordinator(db.create_service_engine(spec.storage), spec)
+    try:
+        return coordinator.open_count() == 0 and not coordinator.unfinalized()
+    finally:
+        coordinator.engine.dispose()
 
 
 def _run_in_process(args, spec, curves, stops) -> int:
