@@ -57,20 +57,26 @@ def run_pool(tmp: Path, names: list[str], workers: int, curves: Path, seconds: f
                     "--replay-epoch-seconds", str(seconds)],
                    check=True, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.monotonic() - started
+    return {**read_outcome(storage), "wall": wall}
+
+
+def read_outcome(storage: str) -> dict:
+    """A finished pool's epochs, makespan and what it decided (rungs, every trial's end state)."""
     engine = db.create_service_engine(storage)
-    with engine.connect() as conn:
-        epochs = conn.execute(sa.select(db.epochs)).all()
-        rungs = conn.execute(sa.select(db.rungs).order_by(db.rungs.c.study, db.rungs.c.rung)).all()
-        trials = conn.execute(sa.select(db.trials)).all()
-    engine.dispose()
+    try:
+        with engine.connect() as conn:
+            epochs = conn.execute(sa.select(db.epochs)).all()
+            rungs = conn.execute(sa.select(db.rungs).order_by(db.rungs.c.study, db.rungs.c.rung)).all()
+            trials = conn.execute(sa.select(db.trials)).all()
+    finally:
+        engine.dispose()
     first = min(e.started_at for e in epochs)
     last = max(e.finished_at for e in epochs)
     outcome = {
         "rungs": {(r.study, r.rung): (r.epoch, json.loads(r.survivors_json)) for r in rungs},
         "results": {(t.study, t.number): (t.state, t.epochs_done, t.last_value) for t in trials},
     }
-    return {"epochs": len(epochs), "makespan": last - first, "wall": wall,
-            "outcome": outcome}
+    return {"epochs": len(epochs), "makespan": last - first, "outcome": outcome}
 
 
 def same_as_alone(together: dict, alone: dict[str, dict]) -> bool:

@@ -189,6 +189,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "python bench/scaling.py": Skip(BENCH),
     "python bench/scaling.py --fleet": Skip(BENCH),
     "python bench/coordination.py": Skip(BENCH),
+    "python bench/load.py": Skip(BENCH),
     "python bench/budget.py": Skip(BENCH),
     "python bench/report.py": Skip(BENCH),
 }

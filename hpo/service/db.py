@@ -16,6 +16,7 @@ LOCKED`` there and a compare-and-set update everywhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -29,8 +30,11 @@ from optuna.exceptions import StorageInternalError
 from sqlalchemy.engine import Engine, make_url
 
 from model.errors import SaanError
+from hpo.service.refusals import note_refusal, refused_connection, refused_where
 
 SQLITE_BUSY_SECONDS = 60.0
+
+_log = logging.getLogger(__name__)
 
 metadata = sa.MetaData()
 
@@ -205,7 +209,10 @@ def optuna_engine_kwargs(url: str) -> dict:
     """Engine options for Optuna's RDBStorage on the same database."""
     if make_url(url).get_backend_name() == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}}
-    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800}
+    # The service engine's options: a worker on PostgreSQL runs both on this one
+    # pool (optuna_link.storage_and_engine).
+    return {"pool_pre_ping": True, "pool_size": 2, "max_overflow": 2, "pool_recycle": 1800,
+            "pool_timeout": 60}
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -252,9 +259,11 @@ def reading(storage_url: str) -> Iterator[sa.Connection]:
         raise StorageError(f"storage {mask_url(storage_url)}: no database file at {path}")
     engine = create_service_engine(storage_url)
     try:
-        _add_missing_columns_if_writable(engine)  # before our connection holds any lock
         try:
-            conn = engine.connect()
+            # A server with no slot left makes this wait (one line), as a worker's queries do.
+            connect_admitted(engine).close()
+            _add_missing_columns_if_writable(engine)  # before our connection holds any lock
+            conn = connect_admitted(engine)
         except sa.exc.SQLAlchemyError as err:
             raise StorageError(f"storage {mask_url(storage_url)}: cannot open the database "
                                f"({first_line(err)})") from None
@@ -344,14 +353,25 @@ def naming(url: str) -> Iterator[None]:
         raise
 
 
+def refusal_error(err: BaseException, waited: float) -> StorageError:
+    return StorageError(f"storage {refused_where(err)}: PostgreSQL refused connections for "
+                        f"{waited:.0f}s ({refused_connection(err)}); raise max_connections or the "
+                        "database's connection limit, or run fewer workers (README, \"PostgreSQL "
+                        "for a large fleet\")")
+
+
 def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: float = 10.0,
-             deadline: float = 600.0, log=None, **kwargs):
+             deadline: float = 600.0, log=None, refusals_only: bool = False, **kwargs):
     """Call ``fn`` until it succeeds, backing off on transient database errors.
 
     A worker whose database restarts or briefly disappears waits and carries on
     instead of losing its trial; after ``deadline`` seconds the error stands.
     A lasting fault (read-only, disk full, permission: see LASTING_FAULTS) is
     raised at once as one StorageError (wrap the caller in ``naming(url)`` to name the storage).
+    A connection refused for want of a slot (REFUSALS) is logged in one line
+    per outage, not per retry, and after ``deadline`` is one StorageError, not
+    a traceback. ``refusals_only``: retry nothing else (start-up, where an
+    unreachable server is a wrong URL far more often than a passing fault).
     """
     wait, start = first_wait, time.monotonic()
     tries = 0
@@ -362,14 +382,26 @@ def retrying(fn, *args, attempts: int = 0, first_wait: float = 0.5, max_wait: fl
             lasting = lasting_fault_error(err)
             if lasting is not None:
                 raise lasting from None  # a read-only database stays read-only: say so, do not wait
-            if not isinstance(err, TRANSIENT_ERRORS):
+            refused = refused_connection(err)
+            if not isinstance(err, TRANSIENT_ERRORS) or (refusals_only and refused is None):
                 raise
             tries += 1
-            if time.monotonic() - start > deadline or (attempts and tries >= attempts):
+            waited = time.monotonic() - start
+            if waited > deadline or (attempts and tries >= attempts):
+                if refused is not None:
+                    raise refusal_error(err, waited) from None
                 raise
-            if log is not None:
+            if log is not None and not note_refusal(err, log):
                 cause = getattr(err, "orig", None) or err.__cause__ or err
                 log.warning("database unavailable (%s); retrying in %.1fs",
                             type(cause).__name__, wait)
             time.sleep(wait)
             wait = min(max_wait, wait * 2)
+
+
+def connect_admitted(engine: Engine, log=None) -> sa.Connection:
+    """``engine.connect()``, waiting with backoff while PostgreSQL has no slot for it.
+
+    For start-up paths: any other error is raised at once for the caller to name.
+    """
+    return retrying(engine.connect, refusals_only=True, log=log or _log)

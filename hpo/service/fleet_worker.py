@@ -26,9 +26,11 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
+import sqlalchemy as sa
+
 from hpo.scheduling.fleet import claim_order
 from hpo.scheduling.spec import StudySpec
-from hpo.service import db
+from hpo.service import db, optuna_link
 from hpo.service.machine import MachinePaths, MissingDataRoot
 from hpo.service.stored_studies import (ANY_STUDY, ready_rows, spec_from_row, study_loads,
                                         unfinished_names)
@@ -63,7 +65,12 @@ class FleetWorker:
         self.names = list(dict.fromkeys(names)) if names else None
         self.poll_seconds = poll_seconds
         self.stint_epochs = stint_epochs
-        self.engine = db.create_service_engine(storage_url)
+        # The engine of the service's tables and Optuna's storage, shared by every
+        # study served (one pool on PostgreSQL: optuna_link.storage_and_engine),
+        # so a worker's connections do not grow with the studies (README,
+        # "PostgreSQL for a large fleet"). Opened by run(): opening connects.
+        self.engine: sa.Engine | None = None
+        self.optuna_storage = None
         self.studies: dict[str, Worker] = {}  # per served study, built on first sight
         self.skipped: set[str] = set()  # studies this machine cannot train
         self.worker_id: str | None = None
@@ -111,7 +118,9 @@ class FleetWorker:
 
     def _study_worker(self, spec: StudySpec) -> Worker:
         worker = Worker.attach(spec, self.storage_url, self.make_factory(spec),
-                               artifacts=spec.artifacts, device=spec.run.trainer.device,
+                               artifacts=spec.artifacts, engine=self.engine,
+                               optuna_storage=self.optuna_storage,
+                               device=spec.run.trainer.device,
                                poll_seconds=self.poll_seconds, stops=self.stops)
         # One worker in the storage's eyes: same id, same stop flags for every study.
         worker.worker_id = self.worker_id
@@ -122,7 +131,9 @@ class FleetWorker:
 
     # ---- lifecycle --------------------------------------------------------
     def run(self) -> int:
-        self.check_startup()
+        self.optuna_storage, self.engine = db.retrying(optuna_link.storage_and_engine,
+                                                       self.storage_url, log=log)
+        db.retrying(self.check_startup, log=log)
         self.worker_id = db.retrying(self._register, log=log)
         log.info("worker %s serving %s on %s (device %s)", self.worker_id,
                  ", ".join(self.names) if self.names else "every study",
@@ -158,6 +169,7 @@ class FleetWorker:
         for worker in self.studies.values():
             worker.close()
         self.engine.dispose()
+        self.optuna_storage.engine.dispose()  # the same engine on PostgreSQL: disposing twice is harmless
 
     def _claim(self, open_names: list[str]):
         """(study worker, claim) from the first study in the rule's order that has a trial."""
@@ -208,7 +220,8 @@ class FleetWorker:
                     if not active.coordinator.renew(self.worker_id, held and held.number) and held:
                         held.lost.set()
             except db.TRANSIENT_ERRORS as err:
-                log.warning("heartbeat failed (%s); will retry", type(err).__name__)
+                if not db.note_refusal(err, log):  # a full server: its one line, not one per beat
+                    log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
     def _beat(self) -> None:
         with self.engine.begin() as conn:

@@ -28,13 +28,31 @@ from optuna.storages._rdb import models as optuna_rdb_models  # private: store_f
 from optuna.trial import TrialState
 
 from hpo.scheduling.spec import StudySpec
-from hpo.service.db import optuna_engine_kwargs, resolve_url
+from hpo.service.db import create_service_engine, is_sqlite, optuna_engine_kwargs, resolve_url
 
 log = logging.getLogger(__name__)
 
 
 def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(resolve_url(url), engine_kwargs=optuna_engine_kwargs(url))
+
+
+def storage_and_engine(url: str, storage: optuna.storages.RDBStorage | None = None
+                       ) -> tuple[optuna.storages.RDBStorage, sa.Engine]:
+    """Optuna's storage of ``url`` and the engine for the service's tables: one pool on PostgreSQL.
+
+    A worker with two pools (ours and Optuna's) can hold idle connections in
+    one while it waits for a slot in the other; several such workers on a
+    server at its connection limit wait for each other for ever. With one pool,
+    a worker holding any connection goes on with it (docs/design.md, "Claims and
+    leases"). Optuna's engine (``RDBStorage.engine``) is built with the service
+    engine's options (db.optuna_engine_kwargs); SQLite keeps the service's own,
+    which begins every transaction IMMEDIATE, and has no connection limit.
+    """
+    storage = storage if storage is not None else optuna_storage(url)
+    if is_sqlite(storage.engine):
+        return storage, create_service_engine(url)
+    return storage, storage.engine
 
 
 def pruner_for(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -102,8 +120,11 @@ class OptunaStudy:
     storage: optuna.storages.BaseStorage
 
     @classmethod
-    def open(cls, spec: StudySpec, storage_url: str) -> "OptunaStudy":
-        storage = optuna_storage(storage_url)
+    def open(cls, spec: StudySpec, storage_url: str,
+             storage: optuna.storages.BaseStorage | None = None) -> "OptunaStudy":
+        """``storage``: an open storage of ``storage_url`` to share (a fleet worker's one for
+        every study it serves: one connection pool, not one per study)."""
+        storage = storage if storage is not None else optuna_storage(storage_url)
         return cls(open_study(spec, storage), storage)
 
     def start_trial(self, trial_id: int) -> optuna.trial.Trial:

@@ -96,7 +96,7 @@ def check_reachable(storage_url: str) -> None:
     """A database server answers (connecting creates nothing; SQLite files are not opened here)."""
     engine = db.create_service_engine(storage_url)
     try:
-        with engine.connect():
+        with db.connect_admitted(engine):  # a server with no slot left: wait (one line)
             pass
     except sa.exc.SQLAlchemyError as err:
         raise db.StorageError(f"storage {db.mask_url(storage_url)}: cannot open the database "

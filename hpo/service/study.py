@@ -36,6 +36,7 @@ def connect(storage_url: str, study_name: str) -> sa.engine.Engine:
         folder.mkdir(parents=True, exist_ok=True)
     engine = db.create_service_engine(storage_url)
     try:
+        db.connect_admitted(engine, log).close()  # a server with no slot left: wait (one line)
         for attempt in range(5):
             try:
                 db.create_tables(engine)
@@ -122,7 +123,7 @@ def attach(spec: StudySpec, storage_url: str, wait_seconds: float = 120.0) -> No
 
 def _wait_ready(coord: Coordinator, wait_seconds: float) -> None:
     deadline = time.monotonic() + wait_seconds
-    while not (coord.stored_study() or {}).get("ready"):
+    while not (db.retrying(coord.stored_study, log=log) or {}).get("ready"):
         if time.monotonic() > deadline:
             raise db.StorageError(f"study {coord.study!r}: still being created by another "
                                   f"launcher after {wait_seconds:.0f}s")

@@ -63,6 +63,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, Callable, Mapping
 
+import optuna
+import sqlalchemy as sa
 from optuna.artifacts.exceptions import ArtifactNotFound
 
 from model.checkpoint_file import DamagedCheckpoint
@@ -124,6 +126,7 @@ class Worker:
         self.study_started: float | None = None
         self.worker_id: str | None = None
         self.held: HeldLease | None = None  # the lease the heartbeat renews
+        self.owns_engine = True  # False when attach() was handed a shared one (close() keeps it)
         # Handed in by the CLI, which installs the signal handlers before the
         # slow start-up; a Worker given none installs its own while it runs.
         self.stops = stops if stops is not None else StopRequests()
@@ -135,20 +138,38 @@ class Worker:
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
-               artifacts: str | None = None, **options: Any) -> "Worker":
-        """A worker on ``storage_url``'s study with its own engine, checkpoint store and study."""
-        coordinator = Coordinator(db.create_service_engine(storage_url), spec)
+               artifacts: str | None = None, *, engine: sa.Engine | None = None,
+               optuna_storage: optuna.storages.BaseStorage | None = None,
+               **options: Any) -> "Worker":
+        """A worker on ``storage_url``'s study: coordinator, checkpoint store and Optuna study.
+
+        ``engine`` and ``optuna_storage``: that storage's engine and Optuna
+        storage to share (a fleet worker serves every study through one pair,
+        so its connections do not grow with the studies: README, "PostgreSQL
+        for a large fleet"); by default the worker opens its own, one pool on
+        PostgreSQL (optuna_link.storage_and_engine). Opening reads the storage,
+        so it waits out a server that is briefly unreachable or full.
+        """
+        owns_engine = engine is None
+        if engine is None:
+            optuna_storage, engine = db.retrying(optuna_link.storage_and_engine, storage_url,
+                                                 optuna_storage, log=log)
+        coordinator = Coordinator(engine, spec)
         options.setdefault("tracker", tracker_for(spec))
-        optuna_study = optuna_link.OptunaStudy.open(spec, storage_url)
-        checkpoints = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url,
-                                                optuna_study.storage)
-        return cls(spec, coordinator, checkpoints, optuna_study, make_run, **options)
+        optuna_study = db.retrying(optuna_link.OptunaStudy.open, spec, storage_url,
+                                   optuna_storage, log=log)
+        checkpoints = db.retrying(CheckpointStore.for_study, artifacts or spec.artifacts,
+                                  spec.name, storage_url, optuna_study.storage, log=log)
+        worker = cls(spec, coordinator, checkpoints, optuna_study, make_run, **options)
+        worker.owns_engine = owns_engine
+        return worker
 
     def close(self) -> None:
-        """Release the database connections of the coordinator's engine; close the trackers."""
+        """Close the trackers; release the coordinator's connections if its engine is its own."""
         self.writer.close(wait=True)
         self.tracker.close()
-        self.coordinator.engine.dispose()
+        if self.owns_engine:
+            self.coordinator.engine.dispose()
 
     # ---- lifecycle -------------------------------------------------------
     def run(self) -> int:
@@ -237,7 +258,8 @@ class Worker:
                 if not self.coordinator.renew(self.worker_id, held and held.number) and held:
                     held.lost.set()
             except db.TRANSIENT_ERRORS as err:
-                log.warning("heartbeat failed (%s); will retry", type(err).__name__)
+                if not db.note_refusal(err, log):  # a full server: its one line, not one per beat
+                    log.warning("heartbeat failed (%s); will retry", type(err).__name__)
 
     # ---- one stint of one trial -----------------------------------------
     def train(self, claim: Claim) -> None:
