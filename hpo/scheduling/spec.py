@@ -43,12 +43,20 @@ from hpo.scheduling.policies import POLICIES, policy_for
 from hpo.scheduling.policy import Policy
 from hpo.scheduling.time_budget import parse_duration
 from hpo.scheduling.rungs import SCHEDULES
+from hpo.scheduling.space import Space, parse_space, space_identity
+from hpo.scheduling.hyperband_sync import SAMPLERS
 
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
               "priority", "time_budget", "tensorboard", "mlflow", "max_retries"}
-SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs"}
+SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs", "brackets", "sampler",
+                  "seed"}
+# Kinds that draw configurations from a [space] instead of listing a [grid].
+SPACE_KINDS = ("hyperband-sync",)
+# Scheduler settings added after studies were stored: left out of the hashed
+# identity while at their default, so every stored study keeps its spec hash.
+LATER_SCHEDULER_DEFAULTS = {"brackets": 0, "sampler": "", "seed": 0}
 # Fields that say where things are on one machine, not what is computed.
 LOCAL_FIELDS = {("data", "root"), ("data", "cache_dir"), ("data", "num_workers"),
                 ("model", "weights_dir"), ("trainer", "device"),
@@ -65,6 +73,9 @@ class SchedulerSpec:
     min_epochs: int = 1
     schedule: str = "cumulative"
     epochs: int = 0  # kind "none": epochs per trial (0: trainer.epochs)
+    brackets: int = 0  # kind hyperband-sync: brackets in all (0: one Hyperband round)
+    sampler: str = ""  # kind hyperband-sync: random | tpe (empty: random)
+    seed: int = 0  # kind hyperband-sync: the sampler's seed
 
     def boundaries(self, trainer_epochs: int) -> list[int]:
         """Epochs at which trials are compared; the last one is the full budget."""
@@ -96,6 +107,22 @@ class StudySpec:
     # work between studies and never changes a result, so it is not hashed and
     # a launch may change it on a running study.
     priority: int = 0
+    # Distributions to draw configurations from (kind hyperband-sync) instead of a grid.
+    space: Space = dataclasses.field(default_factory=dict)
+
+    @property
+    def sampled(self) -> bool:
+        """Configurations are drawn from ``space`` as the study goes, not listed up front."""
+        return bool(self.space)
+
+    @property
+    def axes(self) -> list[str]:
+        """The settings a study varies: the grid's axes or the space's dimensions."""
+        return list(self.space or self.grid)
+
+    def n_configurations(self) -> int:
+        trial_count = getattr(self.policy, "trial_count", None)
+        return trial_count() if self.sampled and trial_count else len(self.grid_points())
 
     # ---- the grid ------------------------------------------------------
     def grid_points(self) -> list[dict[str, Any]]:
@@ -121,23 +148,31 @@ class StudySpec:
 
     def planned_epochs(self) -> int:
         """Epochs the study spends (an upper bound unless ``policy.plan_is_exact``)."""
-        return self.policy.planned_epochs(len(self.grid_points()))
+        return self.policy.planned_epochs(self.n_configurations())
 
     def full_grid_epochs(self) -> int:
-        return len(self.grid_points()) * self.final_epoch
+        """Every configuration trained to the full budget (for a space: those the plan draws)."""
+        return self.n_configurations() * self.final_epoch
 
     # ---- identity ------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         run = self.run.to_mapping()
         for section, name in LOCAL_FIELDS:
             run[section].pop(name, None)
-        return {
+        scheduler = dataclasses.asdict(self.scheduler)
+        for key, default in LATER_SCHEDULER_DEFAULTS.items():
+            if scheduler[key] == default:
+                del scheduler[key]
+        identity = {
             "metric": self.metric,
             "direction": self.direction,
             "grid": self.grid,
-            "scheduler": dataclasses.asdict(self.scheduler),
+            "scheduler": scheduler,
             "run": run,
         }
+        if self.space:
+            identity["space"] = space_identity(self.space)
+        return identity
 
     def settings(self) -> dict[str, Any]:
         """The [study] settings that are stored beside the identity but not hashed.
@@ -182,8 +217,8 @@ def load_spec(path: str | Path) -> StudySpec:
 
 def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     for section in raw:
-        if section not in ("study", "grid", "scheduler", "data", "model", "trainer"):
-            raise ConfigError(source, section, "unknown section (expected study, grid, "
+        if section not in ("study", "grid", "space", "scheduler", "data", "model", "trainer"):
+            raise ConfigError(source, section, "unknown section (expected study, grid, space, "
                               "scheduler, data, model, trainer)")
     study = _table(raw, "study", source)
     _check_keys(study, STUDY_KEYS, source, "study")
@@ -215,8 +250,22 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
 
     run = RunConfig.from_mapping({k: raw[k] for k in ("data", "model", "trainer") if k in raw},
                                  source=source)
-    grid = _grid(_table(raw, "grid", source), source)
     scheduler = _scheduler(_table(raw, "scheduler", source), source)
+    space: Space = {}
+    if scheduler.kind in SPACE_KINDS:
+        if "grid" in raw:
+            raise ConfigError(source, "grid", f"kind {scheduler.kind} draws from a [space]: write "
+                              "the grid's axes there, e.g. lr = { choice = [1e-3, 1e-4] }")
+        if "space" not in raw:
+            raise ConfigError(source, "space", f"kind {scheduler.kind} needs a [space] table, "
+                              "e.g. lr = { log_uniform = [1e-6, 1e-2] }")
+        space = parse_space(raw["space"], source)
+        grid: dict[str, list[Any]] = {}
+    else:
+        if "space" in raw:
+            raise ConfigError(source, "space", f"only with kind {' or '.join(SPACE_KINDS)} (kind "
+                              f"{scheduler.kind} runs the points of a [grid])")
+        grid = _grid(_table(raw, "grid", source), source)
     spec = StudySpec(
         name=name,
         source=source,
@@ -234,6 +283,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         mlflow=bool(study.get("mlflow", False)),
         max_retries=retries,
         description=study.get("description", ""),
+        space=space,
     )
     return spec
 
@@ -284,4 +334,23 @@ def _scheduler(table: Mapping[str, Any], source: str) -> SchedulerSpec:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(source, f"scheduler.{key}", f"expected an integer >= {minimum}, got {value!r}")
         ints[key] = value
-    return SchedulerSpec(kind=kind, schedule=schedule, **ints)
+    extra: dict[str, Any] = {}
+    if kind in SPACE_KINDS:
+        for key, minimum in (("brackets", 0), ("seed", 0)):
+            value = table.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(source, f"scheduler.{key}", f"expected an integer >= {minimum}, "
+                                  f"got {value!r}")
+            extra[key] = value
+        sampler = table.get("sampler", "random")
+        if sampler not in SAMPLERS:
+            raise ConfigError(source, "scheduler.sampler", f"expected one of {', '.join(SAMPLERS)}, "
+                              f"got {sampler!r}")
+        # stored as given; random is the default, written out so the hash says it
+        extra["sampler"] = sampler
+    else:
+        for key in ("brackets", "sampler", "seed"):
+            if key in table:
+                raise ConfigError(source, f"scheduler.{key}", f"only with kind "
+                                  f"{' or '.join(SPACE_KINDS)}, not {kind}")
+    return SchedulerSpec(kind=kind, schedule=schedule, **ints, **extra)
