@@ -176,7 +176,8 @@ def test_full_grid_trains_everyone_to_the_end():
 
 
 def test_every_kind_has_a_policy_and_none_falls_back_to_the_trainer_epochs():
-    assert set(POLICIES) == set(SCHEDULER_KINDS) == {"sync-halving", "asha", "hyperband", "none"}
+    assert set(POLICIES) == set(SCHEDULER_KINDS) == {"sync-halving", "asha", "hyperband", "none",
+                                                  "hyperband-sync"}
     settings = SimpleNamespace(kind="none", eta=2, rungs=5, min_epochs=1, schedule="cumulative", epochs=0)
     assert policy_for(settings, trainer_epochs=12).boundaries == (12,)
     for kind in ("sync-halving", "asha", "hyperband"):

@@ -96,8 +96,10 @@ def _launch(args, spec, curves, stops, log_path) -> int:
 
     created = open_or_create(spec, spec.storage)
     what = (f"{'created' if created else 'resuming'} study {spec.name!r}: "
-            f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
+            f"{spec.n_configurations()} configurations, {spec.scheduler.kind}, "
             f"boundaries {spec.boundaries}, {spec.planned_epochs()} epochs planned")
+    if spec.sampled:  # the plan of a space study, bracket by bracket, before anything trains
+        what += f"; sampler {spec.policy.sampler}, brackets {spec.policy.plan_summary()}"
     log.info("%s", what)
     print(f"{what}; log {log_path}", flush=True)
     started = time.monotonic()

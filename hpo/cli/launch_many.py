@@ -41,7 +41,7 @@ def launch_many(args: argparse.Namespace, stops) -> int:
     for spec in specs:
         created = open_or_create(spec, storage)
         print(f"{'created' if created else 'resuming'} study {spec.name!r}: "
-              f"{len(spec.grid_points())} configurations, {spec.scheduler.kind}, "
+              f"{spec.n_configurations()} configurations, {spec.scheduler.kind}, "
               f"{spec.planned_epochs()} epochs planned, priority {spec.priority}", flush=True)
     if args.workers == 0 or stops.graceful.is_set():
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from hpo.scheduling.full_grid import FullGrid
+from hpo.scheduling.hyperband_sync import HyperbandSync
 from hpo.scheduling.optuna_pruned import OptunaPruned
 from hpo.scheduling.policy import Policy
 from hpo.scheduling.sync_halving import SyncHalving
@@ -26,6 +27,11 @@ def _hyperband(s: Any, trainer_epochs: int, direction: str) -> Policy:
     return OptunaPruned.hyperband(s.eta, s.rungs, s.min_epochs, s.schedule)
 
 
+def _hyperband_sync(s: Any, trainer_epochs: int, direction: str) -> Policy:
+    return HyperbandSync("hyperband-sync", s.eta, s.rungs, s.min_epochs, s.schedule, direction,
+                         s.brackets, s.sampler or "random", s.seed)
+
+
 def _full_grid(s: Any, trainer_epochs: int, direction: str) -> Policy:
     return FullGrid(s.epochs or trainer_epochs)
 
@@ -35,6 +41,7 @@ POLICIES: dict[str, Callable[[Any, int, str], Policy]] = {
     "sync-halving": _sync_halving,
     "asha": _asha,
     "hyperband": _hyperband,
+    "hyperband-sync": _hyperband_sync,
     "none": _full_grid,
 }
 

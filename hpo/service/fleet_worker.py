@@ -126,7 +126,7 @@ class FleetWorker:
         worker.worker_id = self.worker_id
         worker.stint_epochs = self.stint_epochs
         log.info("serving study %r (%s, %d configurations, priority %d)", spec.name,
-                 spec.scheduler.kind, len(spec.grid_points()), spec.priority)
+                 spec.scheduler.kind, spec.n_configurations(), spec.priority)
         return worker
 
     # ---- lifecycle --------------------------------------------------------
