@@ -98,14 +98,14 @@ def attach_worker(study_file: str | os.PathLike, *, storage: str | None = None,
         return subprocess.Popen(argv + _replay_argv(replay_curves, replay_epoch_seconds))
     import dataclasses
 
-    from hpo.service.learning_curves import LearningCurves
+    from hpo.service.surrogate_curves import load_replay
     from hpo.service.study import open_or_create
     from hpo.service.trial_runs import run_factory
     from hpo.service.worker import Worker
 
     spec, url = _spec(study_file, storage)
     spec = dataclasses.replace(spec, storage=url)
-    curves = LearningCurves.load(str(replay_curves), spec) if replay_curves is not None else None
+    curves = load_replay(str(replay_curves), spec) if replay_curves is not None else None
     open_or_create(spec, url)
     device = device or spec.run.trainer.device
     make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=replay_epoch_seconds)

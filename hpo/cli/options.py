@@ -110,9 +110,9 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
 def replay_curves(args: argparse.Namespace, spec: StudySpec):
     if not getattr(args, "replay_curves", None):
         return None
-    from hpo.service.learning_curves import LearningCurves  # imported when replaying only
+    from hpo.service.surrogate_curves import load_replay  # imported when replaying only
 
-    return LearningCurves.load(args.replay_curves, spec)
+    return load_replay(args.replay_curves, spec)
 
 
 # ---- --data synthetic, shared by launch and worker ---------------------------------

@@ -126,9 +126,9 @@ def run_fleet(args: argparse.Namespace, stops) -> int:
     def make_factory(spec):
         curves = None
         if replay:
-            from hpo.service.learning_curves import LearningCurves
+            from hpo.service.surrogate_curves import load_replay
 
-            curves = LearningCurves.load(replay, spec)
+            curves = load_replay(replay, spec)
         return run_factory(spec, device=spec.run.trainer.device, curves=curves,
                            epoch_seconds=args.replay_epoch_seconds)
 

@@ -98,6 +98,11 @@ class Policy:
         """The epoch a new trial trains to before the scheduler looks at it again."""
         return self.final_epoch
 
+    def entry(self, number: int) -> tuple[int, int]:
+        """(rung, first target epoch) of new trial ``number``: kinds with several brackets
+        start each bracket's trials at its own first rung."""
+        return 0, self.first_target()
+
     def after_epoch(self, epoch: int, pruner_says_prune: Callable[[], bool]) -> str:
         """``CONTINUE`` or ``PRUNE`` after a reported epoch. ``pruner_says_prune`` asks
         Optuna's pruner (a database read), so a policy calls it only when it needs it."""

@@ -108,13 +108,20 @@ class Coordinator:
                 settings_json=json.dumps(self.spec.settings()), priority=self.spec.priority))
 
     def add_trials(self, created: Iterable[tuple[int, int, dict]]) -> None:
-        first_target = self.spec.policy.first_target()
+        """Make Optuna's new trials claimable; numbers already here are left as they are
+        (a bracket opener that died after adding some is finished by its successor)."""
+        policy = self.spec.policy
         now = time.time()
+        t = db.trials.c
         with self.engine.begin() as conn:
+            present = set(conn.execute(sa.select(t.number).where(t.study == self.study)).scalars())
             for number, trial_id, params in created:
+                if number in present:
+                    continue
+                rung, first_target = policy.entry(number)
                 conn.execute(db.trials.insert().values(
                     study=self.study, number=number, optuna_trial_id=trial_id,
-                    params_json=json.dumps(params), state="waiting", rung=0,
+                    params_json=json.dumps(params), state="waiting", rung=rung,
                     target_epoch=first_target, epochs_done=0, finalized=False, claims=0,
                     updated_at=now))
             conn.execute(db.studies.update().where(db.studies.c.name == self.study)
@@ -347,8 +354,68 @@ class Coordinator:
                 t.study == self.study, t.state == "paused")).scalars())
 
     def open_count(self) -> int:
-        """Trials not yet in a final state; the study is finished when this is 0."""
+        """Trials not yet in a final state; the study is finished when this is 0.
+
+        A space study's trials of brackets not opened yet count as open: they
+        exist in the plan, only their configurations wait for earlier results.
+        """
         t = db.trials.c
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.count()).where(
+            open_now = conn.execute(sa.select(sa.func.count()).where(
                 t.study == self.study, t.state.not_in(FINAL_STATES))).scalar_one()
+            if not self.spec.sampled:
+                return open_now
+            created = conn.execute(sa.select(sa.func.count()).where(
+                t.study == self.study)).scalar_one()
+        return open_now + max(0, self.spec.n_configurations() - created)
+
+    # ---- brackets of a space study (kind hyperband-sync) ------------------
+    def trial_states(self) -> dict[int, str]:
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return dict(conn.execute(sa.select(t.number, t.state).where(t.study == self.study)).all())
+
+    def results(self, numbers: Iterable[int]) -> dict[int, tuple[dict, dict[int, float]]]:
+        """(params, kept value by epoch) of ``numbers``: what a sampler may learn from."""
+        wanted = set(numbers)
+        t, e = db.trials.c, db.epochs.c
+        with self.engine.connect() as conn:
+            params = {n: json.loads(p) for n, p in conn.execute(
+                sa.select(t.number, t.params_json).where(t.study == self.study)).all()
+                if n in wanted}
+            curves: dict[int, dict[int, float]] = {n: {} for n in params}
+            for number, epoch, value in conn.execute(sa.select(e.number, e.epoch, e.value).where(
+                    e.study == self.study, e.kept.is_(True))).all():
+                if number in curves:
+                    curves[number][epoch] = value if is_finite(value) else float("nan")
+        return {n: (params[n], curves[n]) for n in sorted(params)}
+
+    def take_bracket(self, bracket: int, owner: str, params: list[dict]) -> list[dict] | None:
+        """Become the opener of ``bracket``: its drawn configurations, or None while another
+        live opener holds it (or it is open). A row older than the lease is taken over."""
+        now = time.time()
+        b = db.brackets.c
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(db.brackets.insert().values(
+                    study=self.study, bracket=bracket, owner=owner, taken_at=now,
+                    params_json=json.dumps(params), opened=False))
+            return params
+        except sa.exc.IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(db.brackets).where(
+                b.study == self.study, b.bracket == bracket)).first()
+            if row is None or row.opened:
+                return None
+            taken = conn.execute(db.brackets.update().where(
+                b.study == self.study, b.bracket == bracket, b.opened.is_(False),
+                b.taken_at == row.taken_at, b.taken_at < now - self.spec.lease_seconds)
+                .values(owner=owner, taken_at=now)).rowcount == 1
+        return json.loads(row.params_json) if taken else None
+
+    def bracket_opened(self, bracket: int) -> None:
+        b = db.brackets.c
+        with self.engine.begin() as conn:
+            conn.execute(db.brackets.update().where(b.study == self.study, b.bracket == bracket)
+                         .values(opened=True))

@@ -125,6 +125,20 @@ epochs = sa.Table(
     sa.Column("kept", sa.Boolean, nullable=False, default=True),
 )
 
+# kind hyperband-sync: one row per bracket whose configurations are being drawn
+# (or were). The primary key makes one worker the opener; a row older than the
+# study's lease whose trials are not all created is taken over (the opener died),
+# and the successor draws the same configurations (hpo/service/bracket_sampler.py).
+brackets = sa.Table(
+    "saan_brackets", metadata,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("bracket", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.String(64)),
+    sa.Column("taken_at", sa.Float, nullable=False),
+    sa.Column("params_json", sa.Text, nullable=False),  # the drawn configurations, in trial order
+    sa.Column("opened", sa.Boolean, nullable=False, default=False),
+)
+
 
 class StorageError(SaanError):
     """The storage URL is malformed or the database cannot be reached."""

@@ -72,11 +72,19 @@ def open_or_create(spec: StudySpec, storage_url: str, wait_seconds: float = 120.
         return False
     storage = optuna_link.optuna_storage(storage_url)
     study = optuna_link.create_study(spec, storage)
-    # Trials already there: an earlier launcher died between Optuna's trials and ours.
-    if not study.get_trials(deepcopy=False):
-        optuna_link.add_waiting_trials(study, spec)
-    created = optuna_link.stored_trials(study, storage)
-    coord.add_trials(created)
+    if spec.sampled:
+        # No grid to create: the brackets the plan allows now are drawn and added.
+        from hpo.service.brackets import open_ready_brackets  # Optuna's samplers: space studies only
+
+        open_ready_brackets(spec, coord, study, storage, owner="launch")
+        created = optuna_link.stored_trials(study, storage)
+        coord.add_trials([])  # marks the study ready
+    else:
+        # Trials already there: an earlier launcher died between Optuna's trials and ours.
+        if not study.get_trials(deepcopy=False):
+            optuna_link.add_waiting_trials(study, spec)
+        created = optuna_link.stored_trials(study, storage)
+        coord.add_trials(created)
     log.debug("created study %r: %d configurations, %s, boundaries %s, %d epochs planned "
              "(full grid %d)", spec.name, len(created), spec.scheduler.kind, spec.boundaries,
              spec.planned_epochs(), spec.full_grid_epochs())

@@ -74,6 +74,7 @@ from hpo.scheduling.policy import PAUSE, PRUNE
 from hpo.scheduling.spec import StudySpec
 from hpo.scheduling.time_budget import may_claim
 from hpo.service import db, optuna_link
+from hpo.service.brackets import open_ready_brackets
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
 from hpo.service.stops import (HARD_STOP_EXIT, HARD_STOP_SIGNAL, PARENT_GONE_SIGNAL, StopRequests,
@@ -199,6 +200,9 @@ class Worker:
     def step(self) -> str:
         """One turn of the loop: FINISHED, IDLE or TRAINED."""
         db.retrying(self.finalize, log=log)
+        if self.spec.sampled:  # a bracket whose predecessors just finished opens here
+            db.retrying(open_ready_brackets, self.spec, self.coordinator, self.optuna.study,
+                        self.optuna.storage, self.worker_id, log=log)
         if db.retrying(self.coordinator.open_count, log=log) == 0:
             log.info("study %r is finished", self.spec.name)
             self._remove_orphans()
