@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("hpo.cli.evaluate", "evaluate a checkpoint on a split"),
     "make-synthetic": ("hpo.cli.make_synthetic", "write a synthetic BAID-shaped folder"),
     "table": ("hpo.cli.table", "test-set comparison table of a study's trials"),
+    "refine": ("hpo.cli.refine", "write a continuous study around a grid study's winner"),
 }
 
 

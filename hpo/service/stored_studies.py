@@ -38,8 +38,9 @@ def spec_from_row(row: Any, storage_url: str) -> StudySpec:
             study[key] = settings[key]
     if getattr(row, "priority", None) is not None:
         study["priority"] = row.priority
-    raw = {"study": study, "grid": identity["grid"], "scheduler": identity["scheduler"],
-           **json.loads(row.run_json)}
+    # A space study (kind hyperband-sync) stores its [space] instead of a grid.
+    points = {"space": identity["space"]} if identity.get("space") else {"grid": identity["grid"]}
+    raw = {"study": study, **points, "scheduler": identity["scheduler"], **json.loads(row.run_json)}
     return spec_from_mapping(raw, source=f"study {row.name!r}")
 
 
