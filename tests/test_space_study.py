@@ -124,3 +124,25 @@ def test_launch_prints_the_plan_and_runs_two_workers(tmp_path, surrogate):
     assert "brackets 4@1 2@2 1@4 = 8; 3@2 1@4 = 8; 3@4 = 12" in done.stdout  # bracket 0 of the plan, before anything trains
     kept = [r for r in epoch_rows(storage, "l") if r.kept]
     assert len(kept) == spec.planned_epochs()
+
+
+def test_status_report_export_and_simulate_read_a_space_study(tmp_path, surrogate):
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    study = write_space_study(tmp_path / "r.toml", name="r", storage=storage, brackets=4)
+    spec, _ = run_study(study, surrogate)
+    status = cli("status", str(study))
+    assert status.returncode == 0, status.stderr
+    assert "bracket 3 (s=2, n=4)" in status.stdout and "finished" in status.stdout
+    assert f"epochs spent {spec.planned_epochs()} of {spec.planned_epochs()} planned" in status.stdout
+    report = cli("report", str(study), "-o", str(tmp_path / "r.html"))
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "Configurations drawn" in html and "log_uniform" in html
+    export = cli("export", str(study), "-o", str(tmp_path / "best.toml"))
+    assert export.returncode == 0, export.stderr
+    best = optuna.load_study(study_name="r", storage=storage).best_trial
+    assert f"lr = {best.params['lr']!r}" in (tmp_path / "best.toml").read_text()
+    simulated = cli("simulate", str(study), "--curves", str(surrogate))
+    assert simulated.returncode == 0, simulated.stderr
+    assert f"epochs spent: {spec.planned_epochs()} (plan {spec.planned_epochs()}" in simulated.stdout
+    assert f"winner: {best.params}" in simulated.stdout  # the same draws, the same winner

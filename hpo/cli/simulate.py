@@ -19,12 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported when the command runs: the parser imports every command (hpo/cli/__init__.py).
-    from hpo.service.learning_curves import LearningCurves
+    from hpo.service.surrogate_curves import load_replay
     from hpo.readers.simulate import simulate
     from hpo.scheduling.spec import load_spec
 
     spec = load_spec(args.study_file)
-    curves = LearningCurves.load(args.curves, spec)
+    curves = load_replay(args.curves, spec)
     result = simulate(spec, curves, claim_seed=args.order_seed)
     if args.json:
         print(result.to_json_text())
@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if result.non_finite_values:
         print(f"non-finite values in the grid's curves (rank last at their rung): "
               f"{result.non_finite_values}")
-    print(f"best in full grid: {result.best} = {_number(result.best_value)}")
+    # a space study's configurations are the ones its brackets drew, not a grid
+    where = "of the configurations drawn" if spec.sampled else "in full grid"
+    print(f"best {where}: {result.best} = {_number(result.best_value)}")
     if result.winner is None:
         print("winner: none (no trial completed)")
     else:

@@ -70,7 +70,7 @@ def simulate(spec: StudySpec, curves: LearningCurves, claim_seed: int | None = N
         try:
             open_or_create(spec, storage)
             order = None if claim_seed is None else shuffled_claim_order(claim_seed,
-                                                                         len(spec.grid_points()))
+                                                                         spec.n_configurations())
             worker = Worker.attach(spec, storage, run_factory(spec, curves=curves),
                                    poll_seconds=0.0, claim_order=order)
             worker.run()

@@ -57,6 +57,16 @@ def progress_fields(spec: StudySpec, snap: dict[str, Any]) -> dict[str, Any]:
     """What the live progress line shows, from a snapshot (pure)."""
     states = [t.state for t in snap["trials"]]
     n_rungs = len(spec.boundaries)
+    if spec.sampled:  # brackets: the furthest bracket opened, and its rung within the bracket
+        policy = spec.policy
+        rung = max((t.rung for t in snap["trials"]), default=0)
+        bracket = policy.bracket_of_rung(rung)
+        text = (f"bracket {bracket.index + 1}/{len(policy.brackets())} · rung "
+                f"{rung - bracket.first_rung + 1}/{len(bracket.levels)} · running "
+                f"{states.count('running')} · paused {states.count('paused')} · pruned "
+                f"{states.count('pruned')}" + (" · finished" if snap["finished"] else ""))
+        return {"epochs_spent": snap["epochs_spent"], "planned": snap["planned"], "rung": rung,
+                "text": text}
     if spec.scheduler.kind == "sync-halving":
         rung = min(snap["rungs_decided"], n_rungs - 1)  # the rung being trained towards
     else:
@@ -92,16 +102,17 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     decided = {r.rung: r for r in snap["rungs"]}
     lines.append(f"{'rung':>4} {'epoch':>5} {'entered':>7} {'waiting':>7} {'running':>7} "
                  f"{'paused':>6} {'pruned':>6} {'decided':>8}")
-    for k, boundary in enumerate(spec.boundaries):
+    for k, boundary, ladder_end, label in spec.policy.rung_table():
         here = [t for t in snap["trials"] if t.rung == k]
-        entered = len(here) + sum(t.rung > k for t in snap["trials"])
+        entered = len(here) + sum(k < t.rung <= ladder_end for t in snap["trials"])
         states = [t.state for t in here]
         count = states.count
         verdict = "-"
         if k in decided:
             verdict = f"{len(json.loads(decided[k].survivors_json))} kept"
         lines.append(f"{k:>4} {boundary:>5} {entered:>7} {count('waiting'):>7} "
-                     f"{count('running'):>7} {count('paused'):>6} {count('pruned'):>6} {verdict:>8}")
+                     f"{count('running'):>7} {count('paused'):>6} {count('pruned'):>6} {verdict:>8}"
+                     + (f"  {label}" if label else ""))
     complete = [t for t in snap["trials"] if t.state == "complete"]
     failed = [t for t in snap["trials"] if t.state == "failed"]
     lines.append(f"complete: {len(complete)}  failed: {len(failed)}")
@@ -132,8 +143,9 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     if not snap["workers"]:
         lines.append("(no worker has attached yet)")
     lines.append("")
+    everything = "every configuration drawn, to the end" if spec.sampled else "full grid"
     budget = (f"epochs spent {snap['epochs_spent']} of {snap['planned']} planned "
-              f"(full grid {snap['full_grid']})")
+              f"({everything} {snap['full_grid']})")
     if snap["median_epoch_seconds"] is not None:
         budget += f"; median epoch {snap['median_epoch_seconds']:.2f}s"
     lines.append(budget)

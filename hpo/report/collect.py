@@ -87,7 +87,7 @@ class ReportData:
 
     @property
     def axes(self) -> list[str]:
-        return list(self.spec.grid)
+        return self.spec.axes  # the grid's axes, or a space study's dimensions
 
     @property
     def by_number(self) -> dict[int, TrialView]:

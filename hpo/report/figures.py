@@ -54,7 +54,9 @@ def _style_index(data, params: dict[str, Any], axis: int) -> int:
     axes = data.axes
     if axis >= len(axes):
         return 0
-    values = data.spec.grid[axes[axis]]
+    values = data.spec.grid.get(axes[axis])
+    if values is None:  # a space: its choices style like a grid axis, a range does not
+        values = list(data.spec.space[axes[axis]].choices)
     try:
         return values.index(params.get(axes[axis]))
     except ValueError:
@@ -279,12 +281,12 @@ def rung_ladder(data) -> go.Figure:
                            text=verdict, font_size=10)
     if not data.rungs:
         _empty(fig, "no trial has reached a rung boundary yet")
-    ticks = list(range(len(data.spec.boundaries)))
+    table = data.spec.policy.rung_table()  # brackets: each bracket's rungs, study-wide numbers
+    ticks = [k for k, *_ in table]
     fig.update_layout(**LAYOUT, height=LADDER_HEIGHT,
                       title=f"Rung ladder: {metric} at each boundary, who went on (eta {data.spec.scheduler.eta})",
                       yaxis_title=f"validation {metric} at the boundary")
-    fig.update_xaxes(tickvals=ticks, ticktext=[f"rung {k}<br>epoch {e}" for k, e in
-                                               zip(ticks, data.spec.boundaries)],
+    fig.update_xaxes(tickvals=ticks, ticktext=[f"rung {k}<br>epoch {e}" for k, e, *_ in table],
                      range=[-0.6, len(ticks) - 0.3], showgrid=False)
     fig.update_layout(margin=dict(t=80))
     return fig
@@ -383,6 +385,8 @@ def rung_reached(boundaries: list[int], epochs: int) -> int:
 
 
 def grid_map(data) -> go.Figure:
+    if data.spec.sampled:
+        return configuration_map(data)
     axes, grid, boundaries = data.axes, data.spec.grid, data.spec.boundaries
     x_labels = [esc(v) for v in grid[axes[0]]]
     rest = axes[1:]
@@ -420,6 +424,48 @@ def grid_map(data) -> go.Figure:
                       xaxis_title=esc(axes[0]), yaxis_title=", ".join(esc(a) for a in rest) or "")
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category", autorange="reversed")
+    return fig
+
+
+def configuration_map(data) -> go.Figure:
+    """A space study's grid map: every drawn configuration on the first two dimensions
+    (log axes for log ranges), coloured by the budget level it reached."""
+    spec, boundaries = data.spec, data.spec.boundaries
+    axes = data.axes
+    x_axis, y_axis = axes[0], (axes[1] if len(axes) > 1 else None)
+    winner = data.winner.number if data.winner else None
+    xs, ys, levels, text, hover = [], [], [], [], []
+    for trial in data.trials:
+        reached = rung_reached(boundaries, trial.epochs)
+        last = f"{trial.last_value:.3f}" if trial.last_value is not None else "-"
+        star = "★ " if trial.number == winner else ""
+        xs.append(trial.params.get(x_axis))
+        ys.append(trial.params.get(y_axis) if y_axis else trial.last_value)
+        levels.append(reached)
+        text.append(f"{star}#{trial.number}")
+        hover.append(f"<b>trial {trial.number}</b><br>{params_text(trial.params)}<br>"
+                     f"{trial.epochs} epochs, level {reached} (epoch "
+                     f"{boundaries[reached] if reached >= 0 else 0})<br>last "
+                     f"{esc(spec.metric)} {last}<br>{esc(trial.label)}" + (" (winner)" if star else ""))
+    fig = go.Figure(go.Scatter(
+        x=xs, y=ys, mode="markers+text", text=text, textposition="top center", textfont_size=9,
+        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
+        marker=dict(color=levels, colorscale="Viridis", cmin=-1, cmax=len(boundaries) - 1, size=11,
+                    line=dict(width=[2 if t.number == winner else 0 for t in data.trials],
+                              color="#d62728"),
+                    colorbar=dict(title="level reached", tickvals=list(range(-1, len(boundaries)))))))
+    if not data.trials:
+        _empty(fig, "no configuration drawn yet")
+    fig.update_layout(**LAYOUT, height=420,
+                      title="Configurations drawn: the budget level each reached and its last value",
+                      xaxis_title=esc(x_axis), yaxis_title=esc(y_axis) if y_axis else
+                      f"last validation {esc(spec.metric)}")
+    for axis, update in ((x_axis, fig.update_xaxes), (y_axis, fig.update_yaxes)):
+        dim = spec.space.get(axis) if axis else None
+        if dim is not None and dim.kind == "log_uniform":
+            update(type="log")
+        elif dim is not None and dim.kind == "choice":
+            update(type="category")
     return fig
 
 

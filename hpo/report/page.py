@@ -134,14 +134,21 @@ def header(data) -> str:
     scheduler = e(spec.policy.describe())
     spent = len(data.epochs)
     lost = sum(not r.kept for r in data.epochs)
+    first_row = ("grid", grid + f" <span class=\"sub\">({len(spec.grid_points())} configurations)</span>")
+    if spec.sampled:  # a space: its distributions, and how many configurations the plan draws
+        space = "<br>".join(f"{e(axis)} = {e(dim.to_mapping())}" for axis, dim in spec.space.items())
+        first_row = ("space", space + f" <span class=\"sub\">({spec.n_configurations()} "
+                     f"configurations drawn by {e(spec.policy.sampler)})</span>")
     rows = [
-        ("grid", grid + f" <span class=\"sub\">({len(spec.grid_points())} configurations)</span>"),
+        first_row,
         ("scheduler", scheduler),
         ("rung boundaries", "epochs " + ", ".join(str(b) for b in spec.boundaries)),
         ("objective", f"validation {e(spec.metric)} ({e(spec.direction)})"),
         ("trials", summary or "none"),
         ("epochs", f"{spent} spent" + (f" ({lost} lost to expired leases)" if lost else "")
-         + f" of {spec.planned_epochs()} planned; full grid {spec.full_grid_epochs()}"),
+         + f" of {spec.planned_epochs()} planned; "
+         + ("every configuration to the end" if spec.sampled else "full grid")
+         + f" {spec.full_grid_epochs()}"),
         ("storage", f"<code>{e(data.storage)}</code>"),
     ]
     spec_rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)

@@ -172,6 +172,10 @@ class HyperbandSync(HalvingPolicy):
                 f"{self.eta}, levels {', '.join(map(str, self.boundaries))}, schedule "
                 f"{self.schedule}, sampler {self.sampler}, seed {self.seed}")
 
+    def rung_table(self) -> list[tuple[int, int, int, str]]:
+        return [(rung, level, b.rungs[-1], f"bracket {b.index} (s={b.s}, n={b.n})")
+                for b in self.brackets() for rung, level in zip(b.rungs, b.levels)]
+
     def history(self, stored, reported) -> list[RungDecision]:
         return list(stored)
 

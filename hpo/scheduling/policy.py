@@ -167,6 +167,12 @@ class Policy:
                                     all(e.outcome != "pending" for e in entries), entries))
         return rungs
 
+    def rung_table(self) -> list[tuple[int, int, int, str]]:
+        """(rung, epoch, last rung of its ladder, label) per rung, for status: one ladder
+        here; kinds with brackets list each bracket's rungs under study-wide numbers."""
+        last = len(self.boundaries) - 1
+        return [(k, epoch, last, "") for k, epoch in enumerate(self.boundaries)]
+
     # ---- the synthetic twin -----------------------------------------------------------
     def within(self, scheduler: Mapping[str, Any], epochs: int) -> dict[str, Any]:
         """Scheduler settings that make this kind train at most ``epochs`` per trial."""
