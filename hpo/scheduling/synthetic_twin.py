@@ -27,11 +27,11 @@ name; paths the study file set explicitly are kept.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, dump_toml
+from hpo.scheduling.space import space_identity
 from hpo.scheduling.spec import StudySpec, default_artifacts, default_storage, spec_from_mapping
 
 SUFFIX = "-synthetic"
@@ -83,9 +83,11 @@ def synthetic_mapping(spec: StudySpec, epochs: int | None = None,
                         head_hidden=HEAD_HIDDEN)
     run["trainer"]["epochs"] = epochs
 
-    scheduler = spec.policy.within(dataclasses.asdict(spec.scheduler), epochs)
-    return {"study": study, "grid": {k: list(v) for k, v in spec.grid.items()},
-            "scheduler": scheduler, **run}
+    # the identity's scheduler table: settings a kind does not take are left out
+    scheduler = spec.policy.within(spec.identity()["scheduler"], epochs)
+    points = ({"space": space_identity(spec.space)} if spec.sampled
+              else {"grid": {k: list(v) for k, v in spec.grid.items()}})
+    return {"study": study, **points, "scheduler": scheduler, **run}
 
 
 def synthetic_override(spec: StudySpec, epochs: int | None = None,
@@ -100,7 +102,8 @@ def synthetic_study_text(spec: StudySpec, epochs: int | None = None, name: str |
     header = (f"{spec.name} ({spec.source}) on synthetic data, {twin_epochs(spec, epochs)} epochs: "
               "written by hpo.scheduling.synthetic_twin.synthetic_study_text")
     mapping = synthetic_mapping(spec, epochs, name)
-    mapping["grid"] = {_toml_key(k): v for k, v in mapping["grid"].items()}
+    points = "space" if "space" in mapping else "grid"
+    mapping[points] = {_toml_key(k): v for k, v in mapping[points].items()}
     return dump_toml(mapping, header=header)
 
 
