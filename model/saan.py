@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import resnet18, resnet50
+from model.resnet import resnet18, resnet50
 
 from model.config import ModelConfig
 
@@ -63,7 +63,7 @@ def norm_factories(norm: str) -> tuple[NormFactory, NormFactory]:
 
 
 class ResNetTrunk(nn.Module):
-    """A torchvision ResNet cut after ``layer{depth}``.
+    """A ResNet (model/resnet.py, torchvision's layout) cut after ``layer{depth}``.
 
     Submodules keep torchvision's names (conv1, bn1, layer1, ...) so a torchvision
     or self-supervised ResNet state dict loads by key without renaming.
@@ -71,7 +71,7 @@ class ResNetTrunk(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", depth: int = 3):
         super().__init__()
-        full = {"resnet50": resnet50, "resnet18": resnet18}[backbone](weights=None)
+        full = {"resnet50": resnet50, "resnet18": resnet18}[backbone]()
         self.conv1, self.bn1, self.relu, self.maxpool = full.conv1, full.bn1, full.relu, full.maxpool
         self.layers = [f"layer{i}" for i in range(1, depth + 1)]
         for name in self.layers:

@@ -33,6 +33,21 @@ def test_correlations_and_mse_match_scipy_and_hand():
     assert math.isclose(srcc(PRED, TRUE), 1 - 6 * 14 / (6 * 35), rel_tol=1e-12)
 
 
+def test_correlations_equal_scipy_on_random_scores_with_ties():
+    """numpy's plcc/srcc (no scipy import in training processes) against scipy's definitions,
+    on scores rounded so that ties occur on both sides, as in BAID's and a collapsing net's."""
+    rng = np.random.default_rng(7)
+    for size in (2, 3, 17, 500):
+        for decimals in (0, 1, 6):
+            pred = np.round(rng.normal(5, 2, size), decimals)
+            true = np.round(0.5 * pred + rng.normal(5, 1, size), decimals)
+            if np.ptp(pred) == 0 or np.ptp(true) == 0:
+                continue
+            assert math.isclose(plcc(pred, true), stats.pearsonr(pred, true)[0], rel_tol=1e-9, abs_tol=1e-12)
+            assert math.isclose(srcc(pred, true), stats.spearmanr(pred, true)[0], rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(srcc([1, 2, 3], [3, 2, 1]), -1.0) and math.isclose(plcc([1, 2, 3], [2, 4, 6]), 1.0)
+
+
 def test_compute_metrics_keys_and_values():
     m = compute_metrics(PRED, TRUE)
     assert set(m) == {"accuracy", "constant_accuracy", "plcc", "srcc", "mse"}

@@ -156,3 +156,28 @@ def test_imagenet_files_found_in_torch_home(tmp_path, monkeypatch):
     cfg = ModelConfig(backbone="resnet18", pretrained="imagenet")
     m = load_pretrained(build_saan(cfg), cfg)
     assert torch.equal(m.style.vgg.features[5].weight, vgg["features.5.weight"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_own_resnet_is_torchvisions_bit_for_bit(name):
+    """model/resnet.py (no torchvision import in training processes) against torchvision's: the
+    same keys, the same initial weights from the same seed, the generator left in the same
+    place (so a model built after it draws the same), and the same outputs."""
+    import torchvision.models
+
+    import model.resnet
+
+    torch.manual_seed(3)
+    theirs, after_theirs = getattr(torchvision.models, name)(weights=None), torch.rand(4)
+    torch.manual_seed(3)
+    ours, after_ours = getattr(model.resnet, name)(), torch.rand(4)
+    a, b = theirs.state_dict(), ours.state_dict()
+    assert list(a) == list(b)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert torch.equal(after_theirs, after_ours)
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.equal(theirs.eval()(x), ours.eval()(x))
+    out_theirs = theirs.train()(x).sum()
+    out_ours = ours.train()(x).sum()
+    out_theirs.backward(), out_ours.backward()
+    assert torch.equal(theirs.conv1.weight.grad, ours.conv1.weight.grad)
