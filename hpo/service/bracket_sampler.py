@@ -67,8 +67,11 @@ def make_sampler(name: str, seed: int, space: Space) -> optuna.samplers.BaseSamp
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # multivariate: one joint density over the space, as BOHB's KDE; the
-            # model is used as soon as there are enough results at one budget.
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True,
+            # model is used as soon as there are enough results at one budget;
+            # constant_liar: a bracket's n draws are asked together, and each one
+            # already drawn counts as a bad result, so the next looks elsewhere
+            # instead of n near-copies of the same best guess.
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
                                               n_startup_trials=min_points(space))
     raise ValueError(f"unknown sampler {name!r}")
 

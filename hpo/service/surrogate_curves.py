@@ -11,12 +11,26 @@ with ``x`` the params after each input's transform (``log10``, ``log2``,
 ``scale``) and each of the three a quadratic in ``x`` (coefficients in the order
 1, x_i, then x_i * x_j for i <= j). ``--replay-curves FILE.json`` replays it
 through the real service like a CSV of recorded curves.
+
+A file with ``"kind": "kernel-ridge"`` instead holds, per recorded epoch, a
+Gaussian-kernel ridge regression over the recorded configurations (``centres``
+in transformed coordinates, ``length_scales`` per input, and that epoch's
+``mean`` and ``weights``): smooth, equal to the mean far from the data rather
+than running off, and continuous in every input. Epochs past the last recorded
+one keep its value.
+
+An optional ``"noise": {"sigma": s, "seed": k}`` adds to each reported value a
+normal draw of standard deviation ``s`` (the fit's residual: what training
+wobbles by from epoch to epoch), the same for the same (seed, params, epoch),
+so a replay is still deterministic and resuming a trial reports what it did.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -75,10 +89,18 @@ class SurrogateCurves:
                 for i in inputs):
             raise DataError(f"{source}: inputs: expected a list of {{name, transform}} with "
                             f"transform one of {', '.join(TRANSFORMS)}")
-        for key in ("asymptote", "amplitude", "log_rate"):
-            coef = model.get(key)
-            if not isinstance(coef, list) or len(coef) != n_terms:
-                raise DataError(f"{source}: {key}: expected {n_terms} coefficients")
+        if model.get("kind") == "kernel-ridge":
+            centres, epochs = model.get("centres"), model.get("epochs")
+            if (not isinstance(centres, list) or not isinstance(epochs, dict) or not epochs
+                    or len(model.get("length_scales") or []) != len(inputs)
+                    or any(len(e.get("weights", [])) != len(centres) for e in epochs.values())):
+                raise DataError(f"{source}: expected centres, length_scales (one per input) and "
+                                "per epoch a mean and one weight per centre")
+        else:
+            for key in ("asymptote", "amplitude", "log_rate"):
+                coef = model.get(key)
+                if not isinstance(coef, list) or len(coef) != n_terms:
+                    raise DataError(f"{source}: {key}: expected {n_terms} coefficients")
         surrogate = cls(model, source)
         if spec is not None:
             missing = [a for a in surrogate.axes if a not in spec.axes and a not in surrogate.defaults]
@@ -92,7 +114,17 @@ class SurrogateCurves:
                 for i in self.inputs]
 
     def value(self, params: Mapping[str, Any], epoch: int) -> float:
-        terms = quadratic_terms(self._x(params))
+        if self.model.get("kind") == "kernel-ridge":
+            value = self._kernel_value(self._x(params), epoch)
+        else:
+            value = self._quadratic_value(self._x(params), epoch)
+        noise = self.model.get("noise") or {}
+        if noise.get("sigma"):
+            value += float(noise["sigma"]) * self._normal(noise.get("seed", 0), params, epoch)
+        return value
+
+    def _quadratic_value(self, x: list[float], epoch: int) -> float:
+        terms = quadratic_terms(x)
 
         def poly(key: str) -> float:
             return sum(c * t for c, t in zip(self.model[key], terms))
@@ -100,9 +132,26 @@ class SurrogateCurves:
         rate = math.exp(max(-30.0, min(5.0, poly("log_rate"))))
         return poly("asymptote") - poly("amplitude") * math.exp(-epoch * rate)
 
-    def final(self, params: Mapping[str, Any]) -> float:
-        """The value after the longest training (what the winner's regret is measured on)."""
-        return self.value(params, 10**6)
+    def _kernel_value(self, x: list[float], epoch: int) -> float:
+        per_epoch = self.model["epochs"]
+        recorded = sorted(int(e) for e in per_epoch)
+        at = per_epoch[str(min(max(epoch, recorded[0]), recorded[-1]))]
+        scales = self.model["length_scales"]
+        total = at["mean"]
+        for centre, weight in zip(self.model["centres"], at["weights"]):
+            distance = sum(((a - b) / s) ** 2 for a, b, s in zip(x, centre, scales))
+            total += weight * math.exp(-0.5 * distance)
+        return total
+
+    def expected(self, params: Mapping[str, Any], epoch: int) -> float:
+        """The value without noise (what regret is measured on)."""
+        return SurrogateCurves({**self.model, "noise": None}, self.source).value(params, epoch)
+
+    def _normal(self, seed: int, params: Mapping[str, Any], epoch: int) -> float:
+        key = json.dumps([seed, [repr(params.get(a)) for a in self.axes], epoch])
+        digest = hashlib.sha256(key.encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big")).gauss(0.0, 1.0)
+
 
 
 def load_replay(path: str | Path, spec: StudySpec):
