@@ -109,8 +109,9 @@ def print_outcome(spec, seconds: float) -> None:
 
     snapshot = progress_snapshot(spec, spec.storage)
     best = best_trial(spec.name, spec.storage)
+    everything = "every configuration drawn, to the end" if spec.sampled else "full grid"
     print(f"epochs spent: {snapshot['epochs_spent']} (plan {spec.planned_epochs()}, "
-          f"full grid {spec.full_grid_epochs()}); wall time {seconds:.1f}s")
+          f"{everything} {spec.full_grid_epochs()}); wall time {seconds:.1f}s")
     if best is None:
         print("no trial completed")
     else:
