@@ -49,10 +49,16 @@ def _require_env(name: str) -> str:
     pytest.skip(message)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.postgres)
+            # One process for all of them: pg_restart restarts the server under every test.
+            item.add_marker(pytest.mark.xdist_group("postgres"))
+        else:
+            # A file's tests in one process: its module-scoped fixtures are built once.
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")
