@@ -127,7 +127,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
     checkpoints = checkpoint_ids(spec.name, storage_url)
     errors = trial_errors(spec.name, storage_url)
     store = CheckpointStore.for_study(artifacts or spec.artifacts, spec.name, storage_url, storage)
-    columns = axis_columns(spec.grid)
+    columns = axis_columns(spec.axes)  # a space study's dimensions, like a grid's axes
     rows = []
     for trial in trials:
         metrics = None
@@ -137,7 +137,7 @@ def study_table(name: str, storage_url: str, artifacts: str | None = None,
                 metrics = _score_and_store(spec, storage, trial, checkpoints.get(trial.number),
                                            store, device)
         row = {"trial": trial.number}
-        row.update({columns[axis]: trial.params.get(axis) for axis in spec.grid})
+        row.update({columns[axis]: trial.params.get(axis) for axis in spec.axes})
         row.update(state=_state(trial, errors.get(trial.number)),
                    epochs=trial.user_attrs.get("epochs", 0))
         row.update({k: (metrics or {}).get(k, math.nan) for k in TEST_SCORE_COLUMNS})
