@@ -52,7 +52,9 @@ def _require_env(name: str) -> str:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if PG_FIXTURES & set(getattr(item, "fixturenames", ())):
+        # A test that asks for a server at run time (request.getfixturevalue) carries the
+        # marker itself, since its fixture names do not show it.
+        if PG_FIXTURES & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.postgres)
             # One process for all of them: pg_restart restarts the server under every test.
             item.add_marker(pytest.mark.xdist_group("postgres"))

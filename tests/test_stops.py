@@ -244,7 +244,9 @@ def chain_storage(request, tmp_path):
     return f"sqlite:///{tmp_path / 'study.db'}"
 
 
-@pytest.mark.parametrize("chain_storage,chain", [(name, name) for name in CHAINS],
+@pytest.mark.parametrize("chain_storage,chain",
+                         [pytest.param(name, name, marks=[pytest.mark.postgres] if "postgres" in name else [])
+                          for name in CHAINS],
                          indirect=["chain_storage"], ids=list(CHAINS))
 def test_launch_stopped_before_inside_and_at_the_end_of_epochs_loses_nothing(
         tmp_path, data, replay, replay_baseline, chain_storage, chain):
