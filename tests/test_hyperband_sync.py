@@ -9,8 +9,8 @@ import random
 import pytest
 
 from hpo.scheduling import hyperband_sync
-from hpo.scheduling.hyperband_sync import (HyperbandSync, bracket_size, budget_for_model,
-                                           halving_epochs)
+from hpo.scheduling.hyperband_sync import HyperbandSync, bracket_size, budget_for_model
+from hpo.scheduling.rungs import planned_epochs
 from hpo.scheduling.policy import PAUSE, RungMember
 
 
@@ -71,7 +71,7 @@ def by_hand(n, eta, levels):
 def test_planned_epochs_is_the_sum_of_the_brackets_halving(eta, rungs, schedule, brackets):
     p = policy(eta, rungs, schedule, brackets)
     assert p.planned_epochs() == sum(by_hand(b.n, eta, b.levels) for b in p.brackets())
-    assert all(p.bracket_epochs(b) == halving_epochs(b.n, eta, b.levels) for b in p.brackets())
+    assert all(p.bracket_epochs(b) == planned_epochs(b.n, eta, b.levels) for b in p.brackets())
 
 
 def test_planned_epochs_for_eta3_r81():

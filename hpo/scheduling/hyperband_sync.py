@@ -33,9 +33,9 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from hpo.scheduling.halving import HalvingPolicy
+from hpo.scheduling.halving import HalvingPolicy, synchronous_verdict
 from hpo.scheduling.policy import PAUSE, LadderEntry, LadderRung, RungMember, RungVerdict
-from hpo.scheduling.rungs import RungDecision, decide_rung, rung_sizes
+from hpo.scheduling.rungs import RungDecision, planned_epochs, rung_sizes
 
 SAMPLERS = ("random", "tpe")
 
@@ -66,15 +66,6 @@ class Bracket:
 def bracket_size(s: int, s_max: int, eta: int) -> int:
     """Li et al.'s n = ceil((s_max + 1) / (s + 1) * eta**s), in integers (no float rounding)."""
     return -(-(s_max + 1) * eta**s // (s + 1))
-
-
-def halving_epochs(n: int, eta: int, levels: Sequence[int]) -> int:
-    """Epochs one bracket spends: every trial trains from scratch to its first level."""
-    total, previous = 0, 0
-    for size, level in zip(rung_sizes(n, eta, len(levels)), levels):
-        total += size * (level - previous)
-        previous = level
-    return total
 
 
 @dataclass(frozen=True)
@@ -113,7 +104,7 @@ class HyperbandSync(HalvingPolicy):
         raise ValueError(f"rung {rung} is in no bracket of the plan")
 
     def bracket_epochs(self, bracket: Bracket) -> int:
-        return halving_epochs(bracket.n, self.eta, bracket.levels)
+        return planned_epochs(bracket.n, self.eta, bracket.levels)
 
     def trial_count(self) -> int:
         return sum(b.n for b in self.brackets())
@@ -147,17 +138,8 @@ class HyperbandSync(HalvingPolicy):
     def decide_rung(self, rung: int, cohort: Sequence[RungMember]) -> RungVerdict | None:
         bracket = self.bracket_of_rung(rung)
         k = rung - bracket.first_rung
-        epoch = bracket.levels[k]
-        if not cohort or any(not m.paused or m.epochs_done != epoch for m in cohort):
-            return None  # someone is still training towards the boundary
-        last = k == len(bracket.levels) - 1
-        decision = decide_rung(rung, epoch, {m.number: m.value for m in cohort}, self.eta,
-                               self.direction, last)
-        if last:
-            return RungVerdict(decision, promote=(), prune=decision.pruned,
-                               complete=decision.survivors, next_rung=None, next_target=None)
-        return RungVerdict(decision, promote=decision.survivors, prune=decision.pruned,
-                           complete=(), next_rung=rung + 1, next_target=bracket.levels[k + 1])
+        following = bracket.levels[k + 1] if k + 1 < len(bracket.levels) else None
+        return synchronous_verdict(rung, bracket.levels[k], cohort, self.eta, self.direction, following)
 
     def plan_summary(self) -> str:
         """Each bracket's rung sizes at their epochs and its epochs, e.g. ``16@1 8@2 4@4 = 32``."""

@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from hpo.scheduling.halving import HalvingPolicy
+from hpo.scheduling.halving import HalvingPolicy, synchronous_verdict
 from hpo.scheduling.policy import (PAUSE, LadderEntry, LadderRung, RungMember, RungVerdict)
-from hpo.scheduling.rungs import RungDecision, decide_rung, planned_epochs
+from hpo.scheduling.rungs import RungDecision, planned_epochs
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,8 @@ class SyncHalving(HalvingPolicy):
 
     def decide_rung(self, rung: int, cohort: Sequence[RungMember]) -> RungVerdict | None:
         boundaries = self.boundaries
-        epoch = boundaries[rung]
-        if not cohort or any(not m.paused or m.epochs_done != epoch for m in cohort):
-            return None  # someone is still training towards the boundary
-        last = rung == len(boundaries) - 1
-        decision = decide_rung(rung, epoch, {m.number: m.value for m in cohort}, self.eta,
-                               self.direction, last)
-        if last:
-            return RungVerdict(decision, promote=(), prune=decision.pruned,
-                               complete=decision.survivors, next_rung=None, next_target=None)
-        return RungVerdict(decision, promote=decision.survivors, prune=decision.pruned,
-                           complete=(), next_rung=rung + 1, next_target=boundaries[rung + 1])
+        following = boundaries[rung + 1] if rung + 1 < len(boundaries) else None
+        return synchronous_verdict(rung, boundaries[rung], cohort, self.eta, self.direction, following)
 
     def planned_epochs(self, n_trials: int) -> int:
         return planned_epochs(n_trials, self.eta, self.boundaries)
