@@ -40,7 +40,7 @@ import random
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from model.metrics import compute_metrics
 from model.progress import progress_enabled
 from model.saan import SAAN, build_saan
 from model.weights import load_pretrained
+
+if TYPE_CHECKING:  # model/data_parallel.py imports torch.distributed: only gangs pay for it
+    from model.data_parallel import Gang
 
 CHECKPOINT_FORMAT = 1
 EVAL_BATCH_FACTOR = 4
@@ -197,8 +200,12 @@ class _Log:
 class Trainer:
     """SAAN training on one device; a plain object that hpo/ wraps as an Optuna trial."""
 
-    def __init__(self, cfg: RunConfig, device: str | None = None, log=None):
+    def __init__(self, cfg: RunConfig, device: str | None = None, log=None, gang: "Gang | None" = None):
+        """``gang``: train each epoch data-parallel as that rank (model/data_parallel.py);
+        the caller has joined the gang. Every rank must be built from the same config and,
+        to resume, load the same checkpoint."""
         self.cfg, t = cfg, cfg.trainer
+        self.gang = gang
         self.log = _Log(log)
         self.device = resolve_device(device or t.device)
         self.on_cuda = self.device.type == "cuda"
@@ -222,12 +229,19 @@ class Trainer:
         load_pretrained(model, cfg.model)
         self.fingerprint = frozen_fingerprint(model)
         self.model = model.to(self.device, memory_format=self.memory_format)
-        # forward(x, style): the model, or the process's compiled call of it
-        self.forward = functools.partial(compiled_model_call(), self.model) if t.compile else self.model
+        if gang is not None:
+            from model.data_parallel import convert
+
+            convert(self.model, gang)
+        # forward(x, style): the model, or the process's compiled call of it (not in a gang:
+        # its layers call collectives, which the compiled graph would break around)
+        compile_it = t.compile and gang is None
+        self.forward = functools.partial(compiled_model_call(), self.model) if compile_it else self.model
         self.feed = Feed(cfg.data, self.model, self.device, self.memory_format, self.log)
         self.splits = self.feed.splits
 
         trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.trainable = trainable
         self.optimizer = torch.optim.Adam(trainable, lr=learning_rate(t, 1),
                                           betas=(t.beta1, t.beta2), weight_decay=t.weight_decay,
                                           fused=self.device.type in ("cuda", "cpu"))
@@ -265,17 +279,23 @@ class Trainer:
             epoch = self.epoch + 1
             start = time.perf_counter()
             train_loss, images_per_s = self._train_epoch(epoch)
-            metrics = self.evaluate("val")
+            # In a gang only rank 0 validates (and reports); the others go on to the next epoch
+            # and wait for it at the first collective.
+            metrics = self.evaluate("val") if self.gang is None or self.gang.leader else {}
             metrics.update(train_loss=train_loss, epoch_seconds=time.perf_counter() - start,
                            images_per_s=images_per_s, lr=learning_rate(self.cfg.trainer, epoch),
                            epoch=epoch)
             self.epoch = epoch
             self.history.append(metrics)
             done.append(metrics)
-            self.log.info("epoch %d: train loss %.5f | val srcc %.4f plcc %.4f acc %.4f "
-                          "(constant %.4f) | %.1f s, %.0f img/s", epoch, train_loss, metrics["srcc"],
-                          metrics["plcc"], metrics["accuracy"], metrics["constant_accuracy"],
-                          metrics["epoch_seconds"], images_per_s)
+            if "srcc" not in metrics:  # a gang member: rank 0 validates
+                self.log.info("epoch %d: train loss %.5f (rank %d of %d)", epoch, train_loss,
+                              self.gang.rank, self.gang.world)
+            else:
+                self.log.info("epoch %d: train loss %.5f | val srcc %.4f plcc %.4f acc %.4f "
+                              "(constant %.4f) | %.1f s, %.0f img/s", epoch, train_loss, metrics["srcc"],
+                              metrics["plcc"], metrics["accuracy"], metrics["constant_accuracy"],
+                              metrics["epoch_seconds"], images_per_s)
             if on_epoch_end is not None and on_epoch_end(epoch, metrics) is False:
                 break
         return done
@@ -294,16 +314,31 @@ class Trainer:
         start = time.perf_counter()
         for batch in self.feed.batches("train", t.batch_size, self.generator, self.cfg.data.num_workers):
             self._check_abort()
-            target = batch.scores / 10
+            x, style, target = batch.x, batch.style, batch.scores / 10
+            if self.gang is not None:  # this rank's rows of the global batch
+                rows = self.gang.set_batch(len(batch))
+                x, target = x[rows], target[rows]
+                style = None if style is None else (style[0][rows], style[1][rows])
             with self._autocast():
-                pred = self.forward(batch.x, batch.style)
-            loss = self._loss(pred.float(), target)
+                pred = self.forward(x, style)
+            if self.gang is None:
+                loss = self._loss(pred.float(), target)
+            else:  # the slice's share of the global batch's mean loss
+                loss = self._loss(pred.float(), target, reduction="sum") / len(batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if self.gang is not None:
+                from model.data_parallel import all_reduce_gradients
+
+                all_reduce_gradients(self.trainable)  # one step per global batch, the same on every rank
             self.optimizer.step()
             loss_sum += loss.detach() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
+        if self.gang is not None:
+            from model.data_parallel import all_reduce_sum
+
+            loss_sum = all_reduce_sum(loss_sum)
         train_loss = loss_sum.item() / seen  # the epoch's one sync
         bar.close()
         return train_loss, seen / (time.perf_counter() - start)
@@ -315,10 +350,10 @@ class Trainer:
             x = flip_batch(x, flip.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=self.memory_format)
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self.cfg.trainer.loss == "huber":
-            return F.huber_loss(pred, target, delta=self.cfg.trainer.huber_delta)
-        return F.mse_loss(pred, target)
+            return F.huber_loss(pred, target, delta=self.cfg.trainer.huber_delta, reduction=reduction)
+        return F.mse_loss(pred, target, reduction=reduction)
 
     def _autocast(self):
         if self.on_cuda and self.cfg.trainer.amp:
