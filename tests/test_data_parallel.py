@@ -1,6 +1,6 @@
 """A trial's epoch on two gloo ranks against the single process at the same global batch.
 
-Real processes (tests/gang_rank.py), a small SAAN whose trained parts hold BatchNorm
+Real processes (bench/gang_rank.py), a small SAAN whose trained parts hold BatchNorm
 (the style trunk, norm layers #1 and #2) and Dropout, synthetic data.
 
 What agrees and how closely (measured on a 2-core AMD EPYC, torch 2.14.1, gloo):
@@ -16,8 +16,6 @@ What agrees and how closely (measured on a 2-core AMD EPYC, torch 2.14.1, gloo):
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,31 +26,12 @@ from model.train import read_checkpoint
 from studyfiles import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.gang_rank import train  # noqa: E402
+
 LOSS_TOLERANCE = 1e-5  # relative
 GRADIENT_TOLERANCE = 1e-4  # relative L2 over all trainable tensors
 VALUE_TOLERANCE = 1e-3  # absolute, validation metrics after an epoch
-
-
-def free_address() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
-
-
-def train(config: Path, until: int, out: Path, ranks: int = 1, resume: Path | None = None) -> dict:
-    """Train to epoch ``until`` alone or on ``ranks`` processes; rank 0's (or the only) result."""
-    extra = ["--resume", str(resume)] if resume else []
-    address = free_address()
-    procs = []
-    for rank in range(ranks):
-        gang = ["--rank", str(rank), "--world", str(ranks), "--address", address] if ranks > 1 else []
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "tests" / "gang_rank.py"), str(config),
-                                       str(until), f"{out}.{rank}", *extra, *gang],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        output, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, output[-3000:]
-    return torch.load(f"{out}.0", weights_only=False)
 
 
 def assert_close(one: dict, gang: dict) -> None:
