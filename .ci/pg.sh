@@ -79,6 +79,9 @@ EOF
     as_pg "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$root" -p "$port" -U postgres -d postgres >&2 <<EOF
 CREATE ROLE $user LOGIN CREATEDB PASSWORD '$password';
 CREATE DATABASE $db OWNER $user;
+-- DROP DATABASE ... WITH (FORCE) ends the sessions left in a test's database, autovacuum's
+-- too; PostgreSQL 15 lets a non-superuser end an autovacuum worker only with this role.
+GRANT pg_signal_backend TO $user;
 EOF
 
     local self

@@ -114,8 +114,18 @@ class Database:
         return self
 
     def __exit__(self, *exc) -> None:
-        with self.admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        # FORCE ends the sessions still in the database; a role without pg_signal_backend may
+        # not end an autovacuum worker (PostgreSQL 15), which the load often starts: it ends
+        # by itself in moments, so try again a few times.
+        for attempt in range(10):
+            try:
+                with self.admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+                break
+            except sa.exc.ProgrammingError as err:
+                if "pg_signal_backend" not in str(err) or attempt == 9:
+                    raise
+                time.sleep(1.0)
         self.admin.dispose()
 
 
