@@ -191,6 +191,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "python bench/coordination.py": Skip(BENCH),
     "python bench/load.py": Skip(BENCH),
     "python bench/budget.py": Skip(BENCH),
+    "python bench/data_parallel.py": Skip(BENCH),
     "python bench/report.py": Skip(BENCH),
 }
 
