@@ -146,3 +146,21 @@ def test_status_report_export_and_simulate_read_a_space_study(tmp_path, surrogat
     assert simulated.returncode == 0, simulated.stderr
     assert f"epochs spent: {spec.planned_epochs()} (plan {spec.planned_epochs()}" in simulated.stdout
     assert f"winner: {best.params}" in simulated.stdout  # the same draws, the same winner
+
+
+def test_two_workers_on_postgresql_draw_and_decide_as_one_worker_on_sqlite(tmp_path, surrogate, pg_url):
+    """The brackets' opening (one worker draws each, saan_brackets) under two real workers on a
+    real PostgreSQL server: the same configurations drawn, the same rungs decided, the plan
+    spent exactly, as one in-process worker on SQLite."""
+    alone = write_space_study(tmp_path / "alone.toml", name="pg", sampler="tpe", rungs=3, brackets=4,
+                              storage=f"sqlite:///{tmp_path / 'alone.db'}")
+    spec, _ = run_study(alone, surrogate)
+    fleet = write_space_study(tmp_path / "fleet.toml", name="pg", sampler="tpe", rungs=3, brackets=4,
+                              storage=pg_url)
+    done = cli("launch", str(fleet), "--workers", "2", "--replay-curves", str(surrogate),
+               "--replay-epoch-seconds", "0.02", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert trials_params(pg_url, "pg") == trials_params(spec.storage, "pg")
+    assert stored_rungs(pg_url, "pg") == stored_rungs(spec.storage, "pg")
+    kept = [r for r in epoch_rows(pg_url, "pg") if r.kept]
+    assert len(kept) == len({(r.number, r.epoch) for r in kept}) == spec.planned_epochs()
