@@ -23,7 +23,10 @@ the commands themselves run exactly as written.
 - ``studies/blog-grid.toml`` (``launch studies/blog-grid.toml --data synthetic --workers 2``
   and the fleet lines): 2 configurations (lr 1e-3 / 1e-4, batch 32), 2 rungs (epochs 1, 3);
 - ``studies/variants.toml`` (``launch studies/variants.toml --data synthetic ...`` and the fleet
-  lines): 2 configurations (norm bn / gn, loss mse, batch 64) instead of 12.
+  lines): 2 configurations (norm bn / gn, loss mse, batch 64) instead of 12;
+- ``studies/demo-space.toml`` (the "Beyond the grid" lines): one bracket over 2 budget levels
+  (3 epochs) instead of 8 over 4 (196), on the shrunk demo's data and head (both read
+  ``data/synthetic-demo``).
 
 The sequence runs once per session (the ``readme_run`` fixture); each README line that runs is
 one test case, named after its README line, whose failure message gives the line, the command,
@@ -137,6 +140,17 @@ COMMANDS: dict[str, Run | Skip] = {
     "saan-hpo simulate studies/demo.toml --curves bench/demo-curves.csv --json":
         Run(check=_json_stdout),
     "saan-hpo curves --study demo -o demo-curves.csv": Run(writes=("demo-curves.csv",)),
+    # ---- Beyond the grid (studies/demo-space.toml shrunk, see SHRUNK)
+    "saan-hpo launch studies/demo-space.toml --workers 2":
+        Run(writes=("runs/demo-space/study.db",), check=_prints("winner: trial")),
+    "saan-hpo launch studies/demo-space.toml --replay-curves bench/search-surrogate.json "
+    "--storage sqlite:///runs/demo-space-replay.db":
+        Run(writes=("runs/demo-space-replay.db",), keeps=("runs/demo-space/artifacts/**/*",),
+            check=_prints("winner: trial")),
+    "saan-hpo refine --study demo --budget 170": Run(writes=("runs/demo/refined.toml",)),
+    "saan-hpo launch runs/demo/refined.toml":
+        Skip("trains the refined plan (162 epochs of the demo model on the README's grid); "
+             "tests/test_refine.py launches a refined file"),
     # ---- Report
     "saan-hpo report --study demo -o reports/demo.html": Run(writes=("reports/demo.html",)),
     # ---- Reproducing the published results
@@ -210,8 +224,13 @@ SHRUNK: dict[str, tuple[tuple[str, str], ...]] = {
     "variants.toml": (('"model.norm" = ["bn", "gn", "gn-all"]', '"model.norm" = ["bn", "gn"]'),
                       ('"trainer.loss" = ["mse", "huber"]', '"trainer.loss" = ["mse"]'),
                       ("batch_size = [64, 16]", "batch_size = [64]")),
+    # the demo's shrunk data settings (they share data/synthetic-demo); 1 bracket of 2 levels
+    "demo-space.toml": (("rungs = 4", "rungs = 2"), ("brackets = 8", "brackets = 1"),
+                        ("synthetic_n = 240", "synthetic_n = 48"),
+                        ("synthetic_size = 48", "synthetic_size = 32"),
+                        ("head_hidden = 256", "head_hidden = 64")),
 }
-FRESH_FILES = ("bench/demo-curves.csv",)
+FRESH_FILES = ("bench/demo-curves.csv", "bench/search-surrogate.json")
 SEQUENCE_SECONDS = 900  # every line together (about 70 s on 2 CPU cores)  # besides studies/: what the run lines read
 
 
