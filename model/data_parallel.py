@@ -15,7 +15,7 @@ of a batch is made global:
   keeps its rows (``GangDropout``; bit for bit F.dropout's CPU mask).
 * The loss is each rank's sum over its slice divided by the global batch size;
   the gradients are summed over the ranks in one flat all-reduce
-  (``all_reduce_gradients``), which is the global batch's mean-loss gradient, so
+  (``Gang.sum_gradients``), which is the global batch's mean-loss gradient, so
   the optimizer takes one identical step per global batch on every rank.
 
 What differs from one process is only the order of float additions, so values
@@ -53,6 +53,24 @@ class Gang:
         self.batch = size
         self.lo, self.hi = slice_bounds(size, self.rank, self.world)
         return slice(self.lo, self.hi)
+
+    def sum_gradients(self, parameters: list[nn.Parameter]) -> None:
+        """Sum every trainable gradient over the gang in one flat all-reduce."""
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` summed over the gang (a copy)."""
+        value = value.clone()
+        dist.all_reduce(value)
+        return value
 
 
 def slice_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
@@ -167,22 +185,3 @@ def convert(model: nn.Module, gang: Gang) -> nn.Module:
         else:
             convert(child, gang)
     return model
-
-
-def all_reduce_gradients(parameters: list[nn.Parameter]) -> None:
-    """Sum every trainable gradient over the gang in one flat all-reduce."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    value = value.clone()
-    dist.all_reduce(value)
-    return value

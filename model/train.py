@@ -328,17 +328,13 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.gang is not None:
-                from model.data_parallel import all_reduce_gradients
-
-                all_reduce_gradients(self.trainable)  # one step per global batch, the same on every rank
+                self.gang.sum_gradients(self.trainable)  # one step per global batch, the same on every rank
             self.optimizer.step()
             loss_sum += loss.detach() * len(batch)
             seen += len(batch)
             bar.update(len(batch))
         if self.gang is not None:
-            from model.data_parallel import all_reduce_sum
-
-            loss_sum = all_reduce_sum(loss_sum)
+            loss_sum = self.gang.sum(loss_sum)
         train_loss = loss_sum.item() / seen  # the epoch's one sync
         bar.close()
         return train_loss, seen / (time.perf_counter() - start)

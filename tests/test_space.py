@@ -7,8 +7,7 @@ import pytest
 from model.config import ConfigError, read_toml
 from hpo.scheduling.space import Dimension
 from hpo.scheduling.spec import load_spec
-from spacefiles import write_space_study
-from studyfiles import cli, write_study
+from studyfiles import cli, write_space_study, write_study
 
 
 def test_a_space_study_parses_into_dimensions_and_a_stable_hash(tmp_path):

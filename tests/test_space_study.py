@@ -16,8 +16,7 @@ from hpo.service.study import open_or_create
 from hpo.service.surrogate_curves import SurrogateCurves
 from hpo.service.trial_runs import run_factory
 from hpo.service.worker import Worker
-from spacefiles import write_space_study, write_surrogate
-from studyfiles import cli, epoch_rows, stored_rungs, study_rows
+from studyfiles import cli, epoch_rows, stored_rungs, study_rows, write_space_study, write_surrogate
 
 
 def run_study(study_file, surrogate_file, workers: int = 1):

@@ -10,7 +10,7 @@ import pytest
 from model.errors import DataError
 from hpo.scheduling.spec import load_spec
 from hpo.service.surrogate_curves import SurrogateCurves, load_replay
-from spacefiles import write_space_study, write_surrogate
+from studyfiles import write_space_study, write_surrogate
 
 REPO = Path(__file__).resolve().parent.parent
 
