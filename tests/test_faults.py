@@ -247,6 +247,42 @@ def test_a_worker_told_twice_that_its_launcher_died_stops_as_on_a_first_signal(t
     assert not [r for r in study_rows(storage, db.trials, "blog") if r.state == "running" or r.lease_owner]
 
 
+# A worker's signal life in one process: handlers in, the parent-death signal asked for,
+# handlers back (the stop is over), then the kernel's late repeat -- a thread of a dying
+# launcher that was stuck in a disk write exits last (seen in CI: a worker that had stopped
+# cleanly ended with -12, SIGUSR2's default action).
+LATE_REPEAT = """
+import os, signal, sys
+from hpo.service.stops import PARENT_GONE_SIGNAL, StopRequests, die_with_parent
+stops = StopRequests()
+restore = stops.install()
+die_with_parent(stops)
+restore()
+print(signal.getsignal(PARENT_GONE_SIGNAL) == signal.SIG_IGN, flush=True)
+os.kill(os.getpid(), PARENT_GONE_SIGNAL)
+signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # one more syscall: a pending signal is delivered
+print("alive", stops.graceful.is_set())
+"""
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_a_parent_death_signal_after_the_stop_is_over_ends_nothing(tmp_path, asked):
+    """Once a worker that asked for the parent-death signal has put its handlers back, a
+    repeat of that signal is ignored (the worker exits with its own code); a process that
+    never asked for it gets its old handler back (here the default)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    env = {k: v for k, v in os.environ.items() if k != "SAAN_HPO_PARENT_PID"}
+    if asked:
+        env["SAAN_HPO_PARENT_PID"] = str(os.getpid())
+    done = subprocess.run([sys.executable, "-c", LATE_REPEAT], env=env, capture_output=True,
+                          text=True, timeout=60)
+    if asked:
+        assert (done.returncode, done.stdout) == (0, "True\nalive False\n"), done
+    else:
+        assert (done.returncode, done.stdout) == (-signal.SIGUSR2, "False\n"), done
+
+
 def epoch_rows_or_none(storage: str) -> list:
     try:
         return epoch_rows(storage, "blog")

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     args.redirected = redirect_output() is not None
     stops = StopRequests()
     restore = stops.install()
-    die_with_parent()
+    die_with_parent(stops)
     if parent_gone():
         stops.request_parent_gone()
     try:

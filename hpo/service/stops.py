@@ -27,7 +27,11 @@ launcher with threads gives its children two or more), and the heartbeat may
 notice the same death, so a SIGTERM used for it turned one launcher death into
 a hard stop that lost every epoch in flight. However many times it comes, the
 worker stops as on a first signal; a user's SIGTERM after it is still a
-second signal (a hard stop).
+second signal (a hard stop). Those repeats can come late -- a thread of the
+dying launcher stuck in a disk write exits after the others -- even after the
+worker has finished its stop and put its handlers back; the signal's default
+action would then end a worker that stopped cleanly (exit -12), so a process
+that asked for it ignores it from then on instead of restoring the default.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class StopRequests:
         self.parent_gone = threading.Event()  # the launcher died (told once, see the module doc)
         self.signals = 0
         self.installed = False  # handlers in place: notice_parent_gone may signal this process
+        self.parent_death_asked = False  # the kernel may send PARENT_GONE_SIGNAL (die_with_parent)
         self._on_signal: list[Callable[[int], None]] = []
 
     def request(self, signum: int | None = None) -> None:
@@ -120,6 +125,8 @@ class StopRequests:
 
         def restore() -> None:
             self.installed = False
+            if self.parent_death_asked:  # a late repeat must not end a worker that stopped
+                previous[PARENT_GONE_SIGNAL] = signal.SIG_IGN
             for s, h in previous.items():
                 signal.signal(s, h)
 
@@ -135,9 +142,10 @@ def announce(signum: int) -> None:
         pass
 
 
-def die_with_parent() -> None:
+def die_with_parent(stops: StopRequests) -> None:
     """Ask the kernel to send PARENT_GONE_SIGNAL when the launching process dies (Linux only;
-    call it after ``StopRequests.install``: the signal's default action ends the process)."""
+    call it after ``stops.install()``: the signal's default action ends the process, and
+    from now on ``stops``' restore leaves it ignored)."""
     if not os.environ.get(ENV_PARENT_PID) or not sys.platform.startswith("linux"):
         return
     try:
@@ -145,6 +153,7 @@ def die_with_parent() -> None:
 
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(PARENT_GONE_SIGNAL), 0, 0, 0)
+        stops.parent_death_asked = True
     except (OSError, AttributeError):  # no libc prctl: parent_gone() still notices
         pass
 
