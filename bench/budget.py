@@ -29,7 +29,8 @@ from hpo.readers.simulate import simulate  # noqa: E402
 from hpo.scheduling.spec import load_spec  # noqa: E402
 from hpo.service.learning_curves import LearningCurves  # noqa: E402
 
-GRID = {"lr": [1e-3, 1e-4, 1e-5, 1e-6], "batch_size": [64, 32, 16, 8]}
+# The demo's grid, read from its study file so the curves and the grid never disagree.
+GRID = load_spec(Path(__file__).resolve().parent.parent / "studies" / "demo.toml").grid
 SCHEDULERS = [  # (label, kind, schedule)
     ("sync-halving cumulative", "sync-halving", "cumulative"),
     ("sync-halving geometric", "sync-halving", "geometric"),

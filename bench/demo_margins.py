@@ -46,6 +46,7 @@ def cuts(spec, curves: LearningCurves) -> tuple[list[dict], int]:
             worst_kept = values[decision.survivors[-1]]
             best_cut = values[rank({n: values[n] for n in decision.pruned}, spec.direction)[0]]
             rows.append({"epoch": epoch, "trials": len(alive), "kept": len(decision.survivors),
+                         "survivors": sorted(decision.survivors),
                          "worst_kept": worst_kept, "best_cut": best_cut,
                          "margin": abs(worst_kept - best_cut)})
         alive = list(decision.survivors)
@@ -81,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  winner: trial {winner} {params} {spec.metric} {final:.4f} after "
               f"{spec.final_epoch} epochs; smallest margin {min(r['margin'] for r in rows):.4f}")
     if len(recordings) == 2:
-        print(f"cross-recording noise (largest difference of a shared value): "
-              f"{noise(spec, *recordings):.4f}")
+        measured = noise(spec, *recordings)
+        smallest = min(r["margin"] for curves in recordings for r in cuts(spec, curves)[0])
+        print(f"cross-recording noise (largest difference of a shared value): {measured:.4f}; "
+              f"smallest margin {smallest:.4f} = {smallest / measured:.0f} x the noise"
+              if measured else "cross-recording noise: none (the recordings are equal)")
     return 0
 
 

@@ -90,7 +90,8 @@ def ensure_dataset(cfg: DataConfig) -> Path:
         raise DataError("data.root: no BAID folder given")
     root = Path(cfg.root).expanduser()
     if not root.exists() and cfg.synthetic:
-        make_synthetic_baid(root, cfg.synthetic_n, cfg.synthetic_size, cfg.synthetic_seed)
+        make_synthetic_baid(root, cfg.synthetic_n, cfg.synthetic_size, cfg.synthetic_seed,
+                            val_n=cfg.synthetic_val_n)
     if not root.is_dir():
         raise DataError(f"{root}: BAID folder not found (expected images/ and dataset/)")
     if not (root / "images").is_dir():

@@ -77,13 +77,16 @@ def draw_image(rng: np.random.Generator, width: int, height: int,
 
 
 def make_synthetic_baid(root: str | Path, n: int = 400, size: int | tuple[int, int] = 96,
-                        seed: int = 0, quality: int = 90) -> Path:
-    """Write ``n`` images (``size`` px square, or (width, height)) and the three CSVs at ``root``.
+                        seed: int = 0, quality: int = 90, val_n: int = 0) -> Path:
+    """Write ``n`` images (``size`` px square, or (width, height)) and the three CSVs at ``root``:
+    the first images train, then ``val_n`` validate and ``val_n`` test (0: SPLITS' fractions).
 
     The folder is written under a temporary name next to ``root`` and renamed
     into place, so a reader never sees half a dataset, and when two processes
     race the first rename wins and the other's copy is discarded.
     """
+    if val_n and not 2 * val_n < n:
+        raise ValueError(f"val_n: expected fewer than half of n ({n}), got {val_n}")
     root = Path(root)
     if root.exists():
         return root
@@ -101,9 +104,13 @@ def make_synthetic_baid(root: str | Path, n: int = 400, size: int | tuple[int, i
             Image.fromarray(draw_image(rng, width, height, c, k)).save(
                 tmp / "images" / name, quality=quality)
             rows.append((name, round(score_rule(c, k, rng.normal(0, 0.35)), 3)))
+        if val_n:
+            sizes = {"train": n - 2 * val_n, "val": val_n}
+        else:
+            sizes = {split: int(round(n * fraction)) for split, fraction in SPLITS[:-1]}
         start = 0
-        for j, (split, fraction) in enumerate(SPLITS):
-            stop = n if j == len(SPLITS) - 1 else start + int(round(n * fraction))
+        for j, (split, _) in enumerate(SPLITS):
+            stop = n if j == len(SPLITS) - 1 else start + sizes[split]
             with open(tmp / "dataset" / f"{split}_set.csv", "w", newline="") as fh:
                 writer = csv.writer(fh)
                 writer.writerow(["image", "score"])

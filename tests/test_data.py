@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from model.config import DataConfig
-from model.data import (IMAGENET_MEAN, IMAGENET_STD, flip_batch, iterate_batches, normalise_batch,
-                        open_split, split_rows)
+from model.data import (IMAGENET_MEAN, IMAGENET_STD, ensure_dataset, flip_batch, iterate_batches,
+                        normalise_batch, open_split, split_rows)
 from model.images import decode_resized
 from model.errors import DataError, ImageError
 from model.synthetic import make_synthetic_baid
@@ -47,6 +47,17 @@ def test_synthetic_flag_generates_missing_root(tmp_path):
     data = open_split(DataConfig(root=str(tmp_path / "gen"), synthetic=True, synthetic_n=20,
                                  synthetic_size=24, image_size=16), "train")
     assert len(data) == 14 and data.pixels.shape == (14, 16, 16, 3)
+
+
+def test_synthetic_splits_of_a_chosen_validation_size(tmp_path):
+    """synthetic_val_n images validate and as many test; the first images train."""
+    cfg_ = DataConfig(root=str(tmp_path / "gen"), synthetic=True, synthetic_n=30, synthetic_val_n=10,
+                      synthetic_size=24, image_size=16)
+    ensure_dataset(cfg_)
+    sizes = {split: len(split_rows(cfg_, split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 10, "val": 10, "test": 10}
+    with pytest.raises(ValueError, match="fewer than half"):
+        make_synthetic_baid(tmp_path / "bad", n=20, size=24, val_n=10)
 
 
 def test_missing_folder_csv_and_column(tmp_path, baid):

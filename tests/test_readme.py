@@ -17,16 +17,15 @@ the commands themselves run exactly as written.
 
 - ``studies/demo.toml`` (read by every ``saan-hpo ... studies/demo.toml`` / ``--study demo``
   line, ``export``, ``train runs/demo/best.toml``, ``evaluate``, ``simulate``, ``curves``,
-  ``report`` and the Python example): 2 configurations (lr 1e-3 / 1e-4, batch 16) instead of
-  16, 2 rungs (epochs 1, 3: 4 epochs, not 80), 48 synthetic images of 32 px instead of 240 of
-  48 px, a 64-wide head instead of 256;
+  ``report`` and the Python example): 2 configurations (lr 1.5e-5 / 6e-6, batch 16) instead of
+  16, 2 rungs (epochs 1, 3: 4 epochs, not 80), 48 synthetic images of 32 px (the default
+  splits) instead of 1000 of 48 px, a 64-wide head instead of 256;
 - ``studies/blog-grid.toml`` (``launch studies/blog-grid.toml --data synthetic --workers 2``
   and the fleet lines): 2 configurations (lr 1e-3 / 1e-4, batch 32), 2 rungs (epochs 1, 3);
 - ``studies/variants.toml`` (``launch studies/variants.toml --data synthetic ...`` and the fleet
   lines): 2 configurations (norm bn / gn, loss mse, batch 64) instead of 12;
 - ``studies/demo-space.toml`` (the "Beyond the grid" lines): one bracket over 2 budget levels
-  (3 epochs) instead of 8 over 4 (196), on the shrunk demo's data and head (both read
-  ``data/synthetic-demo``).
+  (3 epochs) instead of 8 over 4 (196), 48 images and a 64-wide head as the shrunk demo.
 
 The sequence runs once per session (the ``readme_run`` fixture); each README line that runs is
 one test case, named after its README line, whose failure message gives the line, the command,
@@ -212,10 +211,11 @@ COMMANDS: dict[str, Run | Skip] = {
 # The fresh folder's study files, cut down (see the module docstring): (old, new) replacements,
 # each of which must match, so a changed study file fails here instead of running long.
 SHRUNK: dict[str, tuple[tuple[str, str], ...]] = {
-    "demo.toml": (("lr = [1e-3, 1e-4, 1e-5, 1e-6]", "lr = [1e-3, 1e-4]"),
+    "demo.toml": (("lr = [1.5e-5, 6e-6, 3e-6, 1e-6]", "lr = [1.5e-5, 6e-6]"),
                   ("batch_size = [64, 32, 16, 8]", "batch_size = [16]"),
                   ("rungs = 5", "rungs = 2"),
-                  ("synthetic_n = 240", "synthetic_n = 48"),
+                  ("synthetic_n = 1000", "synthetic_n = 48"),
+                  ("synthetic_val_n = 400", "synthetic_val_n = 0"),
                   ("synthetic_size = 48", "synthetic_size = 32"),
                   ("head_hidden = 256", "head_hidden = 64")),
     "blog-grid.toml": (("lr = [1e-3, 1e-4, 1e-5, 1e-6]", "lr = [1e-3, 1e-4]"),
@@ -224,7 +224,7 @@ SHRUNK: dict[str, tuple[tuple[str, str], ...]] = {
     "variants.toml": (('"model.norm" = ["bn", "gn", "gn-all"]', '"model.norm" = ["bn", "gn"]'),
                       ('"trainer.loss" = ["mse", "huber"]', '"trainer.loss" = ["mse"]'),
                       ("batch_size = [64, 16]", "batch_size = [64]")),
-    # the demo's shrunk data settings (they share data/synthetic-demo); 1 bracket of 2 levels
+    # the shrunk demo's data size and head; 1 bracket of 2 levels
     "demo-space.toml": (("rungs = 4", "rungs = 2"), ("brackets = 8", "brackets = 1"),
                         ("synthetic_n = 240", "synthetic_n = 48"),
                         ("synthetic_size = 48", "synthetic_size = 32"),

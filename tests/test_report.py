@@ -9,9 +9,9 @@ extra package) to catch JavaScript errors and dialogs and to take a screenshot.
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
+import math
 import os
 import random
 import re
@@ -33,7 +33,7 @@ from hpo.service.learning_curves import LearningCurves
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import ReplayRun
 from hpo.service.worker import Worker
-from studyfiles import ClaimLimitedWorker, cli, grid_points, run_claims, stored_rungs, write_curves, write_study
+from studyfiles import ClaimLimitedWorker, cli, run_claims, stored_rungs, write_curves, write_study
 
 XSS_NAME = "<img src=x onerror=alert(1)>"  # one path component: a study name may be this
 
@@ -61,14 +61,19 @@ def curves_table(seed: int) -> list[list[float]]:
     return [[round(min(1.0, s * e + rng.uniform(0, 0.05)), 4) for e in range(1, 32)] for s in slopes]
 
 
-def demo_curves_table() -> list[list[float]]:
-    """The recorded demo curves (bench/demo-curves.csv), grid point i of the blog grid per row."""
-    by_point: dict[tuple, dict[int, float]] = {}
-    with open(Path(__file__).parent.parent / "bench" / "demo-curves.csv") as fh:
-        for row in csv.DictReader(fh):
-            key = (float(row["lr"]), int(row["batch_size"]))
-            by_point.setdefault(key, {})[int(row["epoch"])] = float(row["value"])
-    return [[by_point[(p["lr"], p["batch_size"])][e] for e in range(1, 32)] for p in grid_points()]
+def saturating_curves_table() -> list[list[float]]:
+    """Curves shaped like the demo's before it moved to lower learning rates: the first eight
+    (rung 0's survivors) start at 0.77-0.88 and level off at 0.95-0.96 within 0.01 of each
+    other; the other eight wander between -0.20 and 0.42."""
+    rng = random.Random(7)
+    table = []
+    for i in range(8):
+        start, plateau = 0.77 + 0.016 * i, 0.95 + 0.0015 * i
+        table.append([round(start + (plateau - start) * (1 - math.exp(-(e - 1) / 2.5))
+                            + rng.uniform(-0.004, 0.004), 4) for e in range(1, 32)])
+    for i in range(8):
+        table.append([round(-0.17 + 0.08 * i + 0.03 * math.sin(e + i), 4) for e in range(1, 32)])
+    return table
 
 
 def build_study(tmp: Path, name: str = "blog", kind: str = "sync-halving", workers: int = 2,
@@ -115,9 +120,9 @@ def finished(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """The demo's recorded curves, where rung-0 losers score far below the survivors."""
-    return build_study(tmp_path_factory.mktemp("demo"), curves=demo_curves_table())
+def saturating(tmp_path_factory):
+    """Rung-0 losers far below the survivors, whose values then crowd together."""
+    return build_study(tmp_path_factory.mktemp("saturating"), curves=saturating_curves_table())
 
 
 @pytest.fixture(scope="module")
@@ -379,9 +384,9 @@ def test_to_dashboard_stores_the_survivor_curves(finished, tmp_path):
         assert len(layout["title"]["text"]) <= 60
 
 
-def test_survivor_axis_follows_the_survivors_of_rung_0(demo, tmp_path):
-    """The demo's rung-0 losers score down to -0.17; the survivors sit in 0.77..0.96."""
-    storage, spec, table = demo
+def test_survivor_axis_follows_the_survivors_of_rung_0(saturating, tmp_path):
+    """Rung-0 losers score down to -0.20; the survivors sit in 0.77..0.96."""
+    storage, spec, table = saturating
     page, _, _ = output.render("blog", storage)
     figure = figure_json(page, "survivor-curves")
     trials = optuna.load_study(study_name="blog", storage=storage).trials
@@ -400,8 +405,8 @@ def test_survivor_axis_follows_the_survivors_of_rung_0(demo, tmp_path):
     assert full_low <= min(everyone) and full_high >= max(everyone)
 
 
-def test_rung_decisions_show_the_values_compared_and_the_cut(demo):
-    storage, spec, _ = demo
+def test_rung_decisions_show_the_values_compared_and_the_cut(saturating):
+    storage, spec, _ = saturating
     page, _, _ = output.render("blog", storage)
     figure = figure_json(page, "rung-margins")
     panels = {tr["meta"]["rung"]: tr for tr in figure["data"]}
@@ -427,12 +432,12 @@ def test_rung_decisions_show_the_values_compared_and_the_cut(demo):
     assert cuts == sorted(expected_cuts) and len(cuts) == 4  # every rung but the last cut someone
 
 
-def test_ladder_labels_do_not_collide(demo):
+def test_ladder_labels_do_not_collide(saturating):
     from hpo.report.collect import collect
     from hpo.report.figures import LABEL_PX, LADDER_PLOT_PX, dodge, ladder_positions
 
     assert dodge([0.5, 0.5, 0.5, 0.9], gap=0.1) == [0, 1, -1, 0]
-    storage, _, _ = demo
+    storage, _, _ = saturating
     data = collect("blog", storage)
     at = ladder_positions(data)
     values = [e.value for view in data.rungs for e in view.entries]
@@ -445,11 +450,11 @@ def test_ladder_labels_do_not_collide(demo):
             if abs(y1 - y2) < gap:
                 crowded += 1
                 assert abs(x1 - x2) >= 0.1, (x1, y1, x2, y2)  # side by side, not on top
-    assert crowded > 10  # the demo's rungs 1-3 sit within 0.01 of each other
+    assert crowded > 10  # rungs 1-3 sit within 0.01 of each other
 
 
-def test_timeline_never_draws_a_pause_at_a_rung_as_training(demo):
-    storage, spec, _ = demo
+def test_timeline_never_draws_a_pause_at_a_rung_as_training(saturating):
+    storage, spec, _ = saturating
     page, data, _ = output.render("blog", storage)
     bars = figure_json(page, "worker-timeline")["data"][0]
     spans = [tuple(int(e) for e in text.split(" e")[1].split("-")) for text in bars["text"]]
@@ -645,17 +650,17 @@ def test_a_hostile_study_name_appears_only_escaped(xss, tmp_path):
 
 
 def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
-        finished, running, xss, demo, tmp_path):
+        finished, running, xss, saturating, tmp_path):
     executable = chromium_or_fail()
     pages = {}
     for label, storage, name in (("finished", finished[0], "blog"), ("running", running[0], "blog"),
-                                 ("xss", xss, XSS_NAME), ("demo", demo[0], "blog")):
+                                 ("xss", xss, XSS_NAME), ("saturating", saturating[0], "blog")):
         page, _, _ = output.render(name, storage)
         pages[label] = tmp_path / f"{label}.html"
         pages[label].write_text(page)
 
     browser = DevTools(executable, tmp_path / "profile", tmp_path / "chromium.log")
-    shots = {label: tmp_path / f"survivor-curves-{label}.png" for label in ("finished", "demo")}
+    shots = {label: tmp_path / f"survivor-curves-{label}.png" for label in ("finished", "saturating")}
     try:
         seen = {label: open_page(browser, path, shots.get(label)) for label, path in pages.items()}
     finally:
@@ -675,14 +680,14 @@ def test_reports_open_in_chromium_without_errors_and_a_hostile_name_stays_text(
     assert seen["running"]["curves"] == 3 and seen["running"]["buttons"] == []
     assert seen["xss"]["h1"] == XSS_NAME and seen["xss"]["title"].startswith(XSS_NAME)
 
-    # The demo at 1400 px: the axis plotly drew spans the survivors of rung 0, so their band
+    # The saturating study at 1400 px: the axis plotly drew spans the survivors of rung 0, so their band
     # fills most of the plot's height; the button brings every trial back.
-    storage = demo[0]
+    storage = saturating[0]
     trials = optuna.load_study(study_name="blog", storage=storage).trials
     kept = stored_rungs(storage, "blog")[0][2]
     survivors = [v for t in trials if t.number in kept for v in t.intermediate_values.values()]
     everyone = [v for t in trials for v in t.intermediate_values.values()]
-    facts = seen["demo"]
+    facts = seen["saturating"]
     low, high = facts["yrange"]
     assert low <= min(survivors) and high >= max(survivors)
     band_px = (max(survivors) - min(survivors)) / (high - low) * facts["plot_px"]

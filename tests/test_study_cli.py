@@ -32,6 +32,8 @@ def one_error_line(done) -> str:
     (lambda t: t.replace('kind = "sync-halving"', 'kind = "bohb"'), "scheduler.kind", "one of"),
     (lambda t: t + "\n[trainer]\nloss = \"l1\"\n", "trainer.loss", "mse, huber"),
     (lambda t: t + "\n[model]\nwidth = 3\n", "model.width", "unknown key"),
+    (lambda t: t + "\n[data]\nsynthetic_n = 40\nsynthetic_val_n = 20\n", "data.synthetic_val_n",
+     "fewer than half of data.synthetic_n (40)"),
     (lambda t: t.replace("[study]", "[study]\nlr = 1"), "study.lr", "unknown key"),
     (lambda t: t + "\n[[oops", "-", "not valid TOML"),
 ])
