@@ -18,6 +18,15 @@ busy (the workers' epoch time over workers x makespan), and checks that each
 study's rung decisions and results equal those of the study run alone.
 
     python bench/scaling.py --fleet [--epoch-seconds 0.05] [--workers 1 2 4 8]
+
+``--data-parallel``: studies/blog-grid.toml alone, replayed, once with gangs
+(``[study] data_parallel = "on"``: idle workers join running trials at epoch
+boundaries, a gang of k sleeping epoch_seconds / (k x efficiency) per epoch) and
+once without, side by side: busy, makespan / ideal and whether the decisions are
+identical (bench/gang_scaling.py).
+
+    python bench/scaling.py --data-parallel [--epoch-seconds 0.5] [--workers 4 8]
+        [--gang-efficiency 1.0] [--min-rank-batch N]
 """
 
 from __future__ import annotations
@@ -50,11 +59,24 @@ def ideal_makespan(n_trials: int, eta: int, boundaries: list[int], workers: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epoch-seconds", type=float, default=None,
-                        help="simulated seconds per epoch (default 0.25; --fleet 0.05)")
+                        help="simulated seconds per epoch (default 0.25; --fleet 0.05; "
+                             "--data-parallel 0.5)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--fleet", action="store_true",
                         help="blog-grid alone and blog-grid + variants + ablation on one pool")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="blog-grid alone with gangs of idle workers, and without")
+    parser.add_argument("--gang-efficiency", type=float, default=1.0,
+                        help="with --data-parallel: a gang's speed-up over its size (default 1.0)")
+    parser.add_argument("--min-rank-batch", type=int, default=None,
+                        help="with --data-parallel: [study] min_rank_batch (default the study's, 8)")
     args = parser.parse_args()
+    if args.data_parallel:
+        from bench.gang_scaling import run_gang_benchmark
+
+        run_gang_benchmark(args.workers, 0.5 if args.epoch_seconds is None else args.epoch_seconds,
+                           args.gang_efficiency, args.min_rank_batch)
+        return
     if args.fleet:
         from bench.fleet import run_fleet_benchmark
 

@@ -37,7 +37,7 @@ import time
 
 from model.errors import SaanError
 from hpo.cli.options import (add_data_option, add_replay, add_study_file, data_option_argv,
-                             replay_curves, study_spec)
+                             replay_argv, replay_curves, study_spec)
 
 # The service, the readers, tqdm and torch are imported inside the functions that
 # use them: building the parser imports every command module (hpo/cli/__init__.py).
@@ -159,8 +159,7 @@ def _run_children(args, spec, stops, log_path) -> int:
                    "--artifacts", spec.artifacts, "--device", device]
         command += data_option_argv(args)
         if args.replay_curves:
-            command += ["--replay-curves", args.replay_curves,
-                        "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
+            command += replay_argv(args)
         commands.append(command)
     with open(log_path, "ab") as startup_output:
         children = session.start_children(commands, log_dir, env, startup_output)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from model.errors import SaanError
-from hpo.cli.options import apply_data_option, replay_curves
+from hpo.cli.options import apply_data_option, replay_argv, replay_curves
 from hpo.scheduling.spec import StudySpec, load_spec
 
 
@@ -102,8 +102,7 @@ def _run_pool(args, names, storage, machine_argv, specs, stops) -> int:
     if args.artifacts:
         base += ["--artifacts", args.artifacts]
     if args.replay_curves:
-        base += ["--replay-curves", args.replay_curves,
-                 "--replay-epoch-seconds", str(args.replay_epoch_seconds)]
+        base += replay_argv(args)
     with open(log_dir / "launch.log", "ab") as startup_output:
         children = start_children([base + ["--device", device] for device in devices],
                                   log_dir, env, startup_output)

@@ -105,6 +105,16 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
                        help="replay recorded learning curves (CSV) instead of training SAAN")
     group.add_argument("--replay-epoch-seconds", type=float, default=0.0, metavar="SECONDS",
                        help="sleep this long per replayed epoch (default 0)")
+    group.add_argument("--replay-gang-efficiency", type=float, default=1.0, metavar="E",
+                       help="with [study] data_parallel: a gang of k replay workers sleeps "
+                            "SECONDS / (k x E) per epoch (default 1.0: a perfect speed-up)")
+
+
+def replay_argv(args: argparse.Namespace) -> list[str]:
+    """The replay options for a worker that launch starts."""
+    return ["--replay-curves", args.replay_curves,
+            "--replay-epoch-seconds", str(args.replay_epoch_seconds),
+            "--replay-gang-efficiency", str(getattr(args, "replay_gang_efficiency", 1.0))]
 
 
 def replay_curves(args: argparse.Namespace, spec: StudySpec):

@@ -56,7 +56,8 @@ def run_worker(args: argparse.Namespace, spec: StudySpec, curves, log_path: Path
     from hpo.service.worker import Worker
 
     device = concrete_device(args.device or spec.run.trainer.device, replay=curves is not None)
-    make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds)
+    make_run = run_factory(spec, device=device, curves=curves, epoch_seconds=args.replay_epoch_seconds,
+                           gang_efficiency=getattr(args, "replay_gang_efficiency", 1.0))
     worker = Worker.attach(spec, spec.storage, make_run, device=device, stops=stops)
     try:
         with ProgressLine(spec) as line, contextlib.ExitStack() as logging_to:

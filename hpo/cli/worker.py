@@ -130,7 +130,8 @@ def run_fleet(args: argparse.Namespace, stops) -> int:
 
             curves = load_replay(replay, spec)
         return run_factory(spec, device=spec.run.trainer.device, curves=curves,
-                           epoch_seconds=args.replay_epoch_seconds)
+                           epoch_seconds=args.replay_epoch_seconds,
+                           gang_efficiency=args.replay_gang_efficiency)
 
     return FleetWorker(storage, machine, make_factory, names=args.studies,
                        stint_epochs=stint or None, stops=stops).run()

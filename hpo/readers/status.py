@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from hpo.readers.failures import describe, error_of
 from hpo.service import db
+from hpo.service.gang_offers import gangs_of
 from hpo.scheduling.spec import StudySpec
 
 
@@ -23,6 +24,9 @@ def progress_snapshot(spec: StudySpec, storage_url: str) -> dict[str, Any]:
                                .order_by(db.workers.c.started_at)).all()
         epochs = conn.execute(sa.select(db.epochs.c.started_at, db.epochs.c.finished_at)
                               .where(db.epochs.c.study == spec.name)).all()
+        # A read-only database from before gangs has no gang columns: no gangs then.
+        has_gangs = "gang_trial" in {c["name"] for c in sa.inspect(conn).get_columns(db.workers.name)}
+        gangs = gangs_of(conn, spec.name) if has_gangs else {}
     durations = [e.finished_at - e.started_at for e in epochs]
     spent = len(epochs)
     planned = spec.planned_epochs()
@@ -38,7 +42,7 @@ def progress_snapshot(spec: StudySpec, storage_url: str) -> dict[str, Any]:
         "rungs_decided": len(rungs), "running": sum(t.state == "running" for t in trials),
         "finished": not open_trials and bool(trials),
         "median_epoch_seconds": statistics.median(durations) if durations else None,
-        "eta_seconds": eta, "live_workers": len(live),
+        "eta_seconds": eta, "live_workers": len(live), "gangs": gangs,
     }
 
 
@@ -136,12 +140,16 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
     live_ids = {w.id for w in live_workers(snap["workers"], spec.lease_seconds, now)}
     for w in snap["workers"]:
         trial = "-" if w.current_trial is None else str(w.current_trial)
+        member_of = next((n for n, ms in (snap.get("gangs") or {}).items() if w.id in ms), None)
+        if member_of is not None:
+            trial = f"{member_of}+"  # a gang member of that trial (see "gangs" below)
         # "silent": registered active but no heartbeat within a lease (killed, or its host is gone)
         state = "silent" if w.state == "active" and w.id not in live_ids else w.state
         lines.append(f"{w.id[:32]:<32} {(w.host or '')[:16]:<16} {(w.device or '')[:10]:<10} "
                      f"{state:<7} {trial:>5} {_ago(now - w.heartbeat_at):>10}")
     if not snap["workers"]:
         lines.append("(no worker has attached yet)")
+    lines += gang_lines(snap)
     lines.append("")
     everything = "every configuration drawn, to the end" if spec.sampled else "full grid"
     budget = (f"epochs spent {snap['epochs_spent']} of {snap['planned']} planned "
@@ -159,6 +167,17 @@ def render_status(spec: StudySpec, storage_url: str, now: float | None = None) -
             lines.append(f"ETA {_duration(snap['eta_seconds'])} for one worker; no worker has a "
                          "live heartbeat (start one with saan-hpo worker or launch)")
     return "\n".join(lines)
+
+
+def gang_lines(snap: dict[str, Any]) -> list[str]:
+    """Per running trial trained by a gang: its size, holder (rank 0) and members (pure)."""
+    gangs = snap.get("gangs") or {}
+    holders = {t.number: t.lease_owner for t in snap["trials"] if t.state == "running"}
+    lines = []
+    for number, members in sorted(gangs.items()):
+        lines.append(f"  trial {number}: gang of {len(members) + 1} (rank 0 "
+                     f"{(holders.get(number) or '?')[:32]}; " + ", ".join(members) + ")")
+    return ["gangs (data_parallel):", *lines] if lines else []
 
 
 def _ago(seconds: float) -> str:

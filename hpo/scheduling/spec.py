@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from model.config import ConfigError, RunConfig, check_value, field_of, read_toml
+from hpo.scheduling.gangs import DEFAULT_MAX_GANG, DEFAULT_MIN_RANK_BATCH, GangLimits
 from hpo.scheduling.policies import POLICIES, policy_for
 from hpo.scheduling.policy import Policy
 from hpo.scheduling.time_budget import parse_duration
@@ -49,7 +50,12 @@ from hpo.scheduling.hyperband_sync import SAMPLERS
 SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
-              "priority", "time_budget", "tensorboard", "mlflow", "max_retries"}
+              "priority", "time_budget", "tensorboard", "mlflow", "max_retries", "data_parallel",
+              "min_rank_batch", "max_gang"}
+# [study] data_parallel: "auto" trains a trial's epoch on a gang of idle workers on CUDA
+# workers only (CPU values stay bit for bit: docs/design.md, "Data-parallel epochs");
+# "on" forces gangs on any device (replay benchmarks and tests); "off" never.
+DATA_PARALLEL = ("auto", "off", "on")
 SCHEDULER_KEYS = {"kind", "eta", "rungs", "min_epochs", "schedule", "epochs", "brackets", "sampler",
                   "seed"}
 # Kinds that draw configurations from a [space] instead of listing a [grid].
@@ -109,6 +115,21 @@ class StudySpec:
     priority: int = 0
     # Distributions to draw configurations from (kind hyperband-sync) instead of a grid.
     space: Space = dataclasses.field(default_factory=dict)
+    # Gangs (hpo/scheduling/gangs.py, hpo/service/gang_offers.py). Operational: with
+    # replay they change only when epochs end, and the values are the curves'; not hashed.
+    data_parallel: str = "auto"
+    min_rank_batch: int = DEFAULT_MIN_RANK_BATCH
+    max_gang: int = DEFAULT_MAX_GANG
+
+    @property
+    def gang_limits(self) -> GangLimits:
+        return GangLimits(min_rank_batch=self.min_rank_batch, max_gang=self.max_gang)
+
+    def gangs_on(self, device_kind: str) -> bool:
+        """Whether a worker of ``device_kind`` ("cpu", "cuda") forms gangs in this study."""
+        if self.data_parallel == "auto":
+            return device_kind == "cuda"
+        return self.data_parallel == "on"
 
     @property
     def sampled(self) -> bool:
@@ -183,7 +204,8 @@ class StudySpec:
         return {"lease_seconds": self.lease_seconds, "description": self.description,
                 "priority": self.priority, "time_budget": self.time_budget,
                 "max_retries": self.max_retries, "tensorboard": self.tensorboard,
-                "mlflow": self.mlflow}
+                "mlflow": self.mlflow, "data_parallel": self.data_parallel,
+                "min_rank_batch": self.min_rank_batch, "max_gang": self.max_gang}
 
     def spec_hash(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -244,6 +266,16 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
     retries = study.get("max_retries", 2)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(source, "study.max_retries", f"expected an integer >= 0, got {retries!r}")
+    data_parallel = study.get("data_parallel", "auto")
+    if data_parallel not in DATA_PARALLEL:
+        raise ConfigError(source, "study.data_parallel", f"expected one of {', '.join(DATA_PARALLEL)}, "
+                          f"got {data_parallel!r}")
+    gang_ints = {}
+    for key, default in (("min_rank_batch", DEFAULT_MIN_RANK_BATCH), ("max_gang", DEFAULT_MAX_GANG)):
+        value = study.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(source, f"study.{key}", f"expected an integer >= 1, got {value!r}")
+        gang_ints[key] = value
     for key in ("storage", "artifacts", "description", "tensorboard"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
@@ -284,6 +316,8 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         max_retries=retries,
         description=study.get("description", ""),
         space=space,
+        data_parallel=data_parallel,
+        **gang_ints,
     )
     return spec
 

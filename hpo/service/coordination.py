@@ -38,6 +38,9 @@ from hpo.scheduling.spec import StudySpec
 from hpo.service import db
 
 FINAL_STATES = ("pruned", "complete", "failed")
+# A worker that claims or exits is in no gang and offers itself to none.
+NO_GANG = {"gang_offer": None, "gang_trial": None, "gang_holder": None, "gang_rank": None,
+           "gang_epoch": None}
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,8 @@ class Coordinator:
     def worker_exited(self, worker_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
-                         .values(state="exited", current_trial=None, heartbeat_at=time.time()))
+                         .values(state="exited", current_trial=None, heartbeat_at=time.time(),
+                                 **NO_GANG))
 
     # ---- claims and leases ----------------------------------------------
     def claim(self, worker_id: str, claim_order: Callable[[int], int] | None = None) -> Claim | None:
@@ -172,8 +176,10 @@ class Coordinator:
             if updated.rowcount != 1:
                 return None  # lost a race; the caller simply tries again
             # study: a worker serving a storage moves between studies.
+            # A gang offer is withdrawn with the claim (hpo/service/gang_offers.py).
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
-                         .values(study=self.study, current_trial=row.number, heartbeat_at=now))
+                         .values(study=self.study, current_trial=row.number, heartbeat_at=now,
+                                 **NO_GANG))
         return Claim(number=row.number, optuna_trial_id=row.optuna_trial_id,
                      params=json.loads(row.params_json), rung=row.rung,
                      target_epoch=row.target_epoch, epochs_done=row.epochs_done,
@@ -199,8 +205,11 @@ class Coordinator:
                        t.lease_owner == worker_id)
 
     def record_epoch(self, worker_id: str, number: int, epoch: int, value: float,
-                     metrics: dict, started_at: float, checkpoint_id: str | None) -> bool:
-        """Store a trained epoch under the lease; False (and kept=False) if the lease was lost."""
+                     metrics: dict, started_at: float, checkpoint_id: str | None,
+                     gang: tuple[str, ...] = ()) -> bool:
+        """Store a trained epoch under the lease; False (and kept=False) if the lease was lost.
+
+        ``gang``: the members that trained it with the holder (none: alone)."""
         now = time.time()
         with self.engine.begin() as conn:
             held = conn.execute(db.trials.update().where(self._held(worker_id, number)).values(
@@ -217,7 +226,8 @@ class Coordinator:
             conn.execute(db.epochs.insert().values(
                 study=self.study, number=number, epoch=epoch, worker=worker_id,
                 started_at=started_at, finished_at=now, value=value,
-                metrics_json=json.dumps(metrics, default=float), kept=held))
+                metrics_json=json.dumps(metrics, default=float), kept=held,
+                gang_json=json.dumps(list(gang)) if gang else None))
         return held
 
     def release(self, worker_id: str, number: int) -> None:

@@ -107,6 +107,17 @@ workers = sa.Table(
     sa.Column("current_trial", sa.Integer),
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
+    # Gangs (hpo/service/gang_offers.py), added for issue 20; nullable, so
+    # add_missing_columns() puts them into older databases. gang_offer: the
+    # device kind of a worker that found nothing to claim and offers itself (an
+    # offer lives while heartbeat_at is fresh); gang_trial / gang_holder /
+    # gang_rank / gang_epoch: the running trial whose holder took it, from which
+    # epoch, at which rank. Written only by conditional updates (one holder per offer).
+    sa.Column("gang_offer", sa.String(16)),
+    sa.Column("gang_trial", sa.Integer),
+    sa.Column("gang_holder", sa.String(64)),
+    sa.Column("gang_rank", sa.Integer),
+    sa.Column("gang_epoch", sa.Integer),
 )
 
 epochs = sa.Table(
@@ -123,6 +134,9 @@ epochs = sa.Table(
     # False when the epoch was trained but its trial had lost its lease: the
     # work was done (and is counted as spent) but never reported.
     sa.Column("kept", sa.Boolean, nullable=False, default=True),
+    # The gang that trained it besides its holder (JSON list of worker ids);
+    # NULL or [] when the holder trained it alone. Added for issue 20: nullable.
+    sa.Column("gang_json", sa.Text),
 )
 
 # kind hyperband-sync: one row per bracket whose configurations are being drawn

@@ -114,13 +114,28 @@ class ReplayAborted(Exception):
 
 
 class ReplayRun:
-    """Replays one configuration's recorded curve, optionally sleeping per epoch."""
+    """Replays one configuration's recorded curve, optionally sleeping per epoch.
+
+    In a gang of ``ranks`` workers (set by the holder at each epoch boundary:
+    hpo/service/gang_offers.py) an epoch sleeps ``epoch_seconds / (ranks x
+    gang_efficiency)``: efficiency 1.0 is a perfect speed-up, 0.5 half of it.
+    The values are the curve's either way, so decisions do not depend on gangs.
+    """
+
+    trains_in_gangs = True
 
     def __init__(self, curves: LearningCurves, params: Mapping[str, Any], metric: str,
-                 epoch_seconds: float = 0.0):
+                 epoch_seconds: float = 0.0, gang_efficiency: float = 1.0):
         self.curves, self.params, self.metric = curves, dict(params), metric
         self.epoch_seconds = epoch_seconds
+        self.gang_efficiency = gang_efficiency
+        self.ranks = 1
         self.epoch = 0
+
+    def epoch_time(self) -> float:
+        if self.ranks <= 1:
+            return self.epoch_seconds
+        return self.epoch_seconds / (self.ranks * self.gang_efficiency)
 
     def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
             should_abort: AbortCheck | None = None):
@@ -131,7 +146,7 @@ class ReplayRun:
             if trace:
                 with open(trace, "a") as fh:
                     fh.write(json.dumps({"params": self.params, "epoch": self.epoch + 1}) + "\n")
-            self._sleep(self.epoch_seconds, should_abort)
+            self._sleep(self.epoch_time(), should_abort)
             self.epoch += 1
             metrics = {self.metric: self.curves.value(self.params, self.epoch)}
             if on_epoch_end is not None and on_epoch_end(self.epoch, metrics) is False:
@@ -165,8 +180,17 @@ class ReplayRun:
 
 
 def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurves | None = None,
-                epoch_seconds: float = 0.0) -> Callable[[Mapping[str, Any]], TrialRun]:
-    """How the worker turns a claimed trial's params into a run."""
+                epoch_seconds: float = 0.0,
+                gang_efficiency: float = 1.0) -> Callable[[Mapping[str, Any]], TrialRun]:
+    """How the worker turns a claimed trial's params into a run.
+
+    A factory whose runs can train in gangs says so (``trains_in_gangs``): only
+    replays yet; SAAN in gangs needs the rendezvous in workers (issue 20, not built).
+    """
     if curves is not None:
-        return lambda params: ReplayRun(curves, params, spec.metric, epoch_seconds)
+        def replay(params: Mapping[str, Any]) -> TrialRun:
+            return ReplayRun(curves, params, spec.metric, epoch_seconds, gang_efficiency)
+
+        replay.trains_in_gangs = True  # type: ignore[attr-defined]
+        return replay
     return lambda params: SaanRun(spec, params, device)

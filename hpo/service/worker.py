@@ -77,6 +77,7 @@ from hpo.service import db, optuna_link
 from hpo.service.brackets import open_ready_brackets
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
+from hpo.service.gang_offers import GangBoard, device_kind
 from hpo.service.stops import (HARD_STOP_EXIT, HARD_STOP_SIGNAL, PARENT_GONE_SIGNAL, StopRequests,
                                 parent_gone)
 from hpo.service.trackers import Tracker, tracker_for
@@ -136,6 +137,12 @@ class Worker:
         self._done = threading.Event()
         # One thread, so checkpoints land and are recorded in epoch order (see the module docstring).
         self.writer = OrderedWriter("saan-hpo-checkpoint")
+        # Gangs (hpo/service/gang_offers.py): when the study turns them on for this
+        # device kind and the runs can train in them (replays only, so far).
+        self.device_kind = device_kind(device)
+        self.gangs = (GangBoard(coordinator.engine, spec) if spec.gangs_on(self.device_kind)
+                      and getattr(make_run, "trains_in_gangs", False) else None)
+        self.gang_place = None  # this worker's gang assignment while it is a member
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
@@ -211,13 +218,32 @@ class Worker:
             log.info("study %r: time budget of %.0fs spent; claiming no new work (raise "
                      "[study] time_budget to go on)", self.spec.name, self.spec.time_budget)
             return OUT_OF_TIME
+        if self.gangs is not None and self._in_gang():
+            # A member claims nothing: its holder gives it back at an epoch boundary
+            # (at once when trials wait), or it is freed when the holder's lease goes.
+            self.stop_requested.wait(self.poll_seconds)
+            return IDLE
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
             self._decide_ready_rungs()
+            if self.gangs is not None:
+                db.retrying(self.gangs.offer, self.worker_id, self.device_kind, log=log)
             self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
             return IDLE
+        self.gang_place = None
         self.train(claim)
         return TRAINED
+
+    def _in_gang(self) -> bool:
+        """Whether this worker is a gang member now; logs each join and leave once."""
+        place = db.retrying(self.gangs.assignment, self.worker_id, log=log)
+        before, self.gang_place = self.gang_place, place
+        if place is not None and (before is None or before.number != place.number):
+            log.info("joined trial %d's gang (holder %s) at rank %d from epoch %d", place.number,
+                     place.holder, place.rank, place.epoch)
+        elif place is None and before is not None:
+            log.info("left trial %d's gang", before.number)
+        return place is not None
 
     def _remove_orphans(self) -> None:
         """Checkpoint files of the finished study that no trial points to (left by a store fault)."""
@@ -404,6 +430,7 @@ class Stint:
         self.ended: str | None = None  # set by an epoch that stops the stint early
         self.lease_lost = False  # set on the writer thread when recording finds another owner
         self.writing: Future | None = None  # the last epoch's write-then-record, in the background
+        self.gang: tuple[str, ...] = ()  # the members training the epoch in flight with this holder
 
     def _resume(self, claim: Claim) -> tuple[Claim, TrialRun]:
         worker = self.worker
@@ -461,12 +488,16 @@ class Stint:
         until = worker.stint_end(self.claim)
         try:
             if self.trial_run.epoch < until and not worker.stop_requested.is_set():
+                self.regroup()  # the stint's start is an epoch boundary too
                 self.trial_run.fit(until, on_epoch_end=self.on_epoch_end,
                                    should_abort=worker.stops.hard.is_set)
         finally:
             # Also when fit raised (a hard stop, a failing epoch): the epoch
             # before it is recorded, so the trial resumes from there.
-            self.wait_recorded()
+            try:
+                self.wait_recorded()
+            finally:
+                self.dissolve()
         if self.lease_lost:
             return LEASE_LOST
         if self.ended is not None:
@@ -483,7 +514,7 @@ class Stint:
             return False
         started, self.started = self.started, time.time()
         self.writing = worker.writer.submit(self._write_and_record, epoch, value, dict(metrics),
-                                            started, snapshot)
+                                            started, snapshot, self.gang)
         asks = worker.policy.pruner_may_prune_at(epoch)
         if asks:
             # Optuna's pruner reads the value from Optuna's storage, where it may only be
@@ -495,7 +526,34 @@ class Stint:
         if worker.policy.after_epoch(epoch, self.trial.should_prune if asks else _no) == PRUNE:
             self.ended = PRUNED
             return False
-        return not worker.stop_requested.is_set()
+        if worker.stop_requested.is_set():
+            return False
+        if epoch < worker.stint_end(self.claim):
+            self.regroup()  # the gang of the next epoch, formed at this boundary
+        return True
+
+    def regroup(self) -> None:
+        """Take offers or give members back for the next epoch (hpo/service/gang_offers.py)."""
+        worker = self.worker
+        if worker.gangs is None:
+            return
+        number, epoch = self.claim.number, self.trial_run.epoch + 1
+        gang = db.retrying(worker.gangs.regroup, worker.worker_id, number, epoch,
+                           worker.device_kind, log=log)[1:]
+        if gang != self.gang:
+            log.info("trial %d epoch %d: %s", number, epoch,
+                     f"gang of {len(gang) + 1} ({', '.join(gang)} with the holder)" if gang
+                     else "trained alone")
+        self.gang = gang
+        self.trial_run.ranks = len(gang) + 1
+
+    def dissolve(self) -> None:
+        worker = self.worker
+        if worker.gangs is None or not self.gang:
+            return
+        self.gang = ()
+        self.trial_run.ranks = 1
+        db.retrying(worker.gangs.dissolve, worker.worker_id, self.claim.number, log=log)
 
     def wait_recorded(self) -> None:
         """Wait for the background write and record of the last epoch; its error is raised here."""
@@ -508,7 +566,7 @@ class Stint:
         db.retrying(optuna_link.report, self.trial, reported, epoch, metrics, log=log)
 
     def _write_and_record(self, epoch: int, value: float | None, metrics: dict, started: float,
-                          snapshot: Any) -> None:
+                          snapshot: Any, gang: tuple[str, ...] = ()) -> None:
         """On the writer thread: the checkpoint made durable, reported to Optuna, then the
         epoch recorded under the lease -- the order of the module docstring. A store that
         refuses the write raises before anything is reported.
@@ -519,8 +577,10 @@ class Stint:
         checkpoint = worker.checkpoints.save(number, epoch, self.trial_run.snapshot_bytes(snapshot))
         self._report(epoch, value, metrics)
         metrics = _plain(metrics)
+        # The gang only when there is one: a coordinator that records epochs its own way
+        # (tests' subclasses) keeps today's arguments.
         held = db.retrying(worker.coordinator.record_epoch, worker.worker_id, number, epoch, value,
-                           metrics, started, checkpoint, log=log)
+                           metrics, started, checkpoint, log=log, **({"gang": gang} if gang else {}))
         if not held or self.lease.lost.is_set():
             worker.checkpoints.remove(checkpoint)
             self.lease_lost = True

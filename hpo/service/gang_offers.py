@@ -1,0 +1,173 @@
+"""Gangs through the study's storage: offers, joins at epoch boundaries, shrinking (issue 20).
+
+No service of its own: the workers table carries it (hpo/service/db.py, the
+``gang_*`` columns), so any worker that can reach the storage takes part.
+
+* A worker that finds nothing to claim *offers* itself (``gang_offer``: its
+  device kind). The offer lives while its heartbeat is fresh (younger than
+  ``[study] lease_seconds``), so a worker SIGKILLed while offering, or while a
+  gang member, drops out by itself; one that claims a trial or exits withdraws.
+* A running trial's holder (rank 0), at each epoch boundary, reads the live
+  offers, the gangs of the other running trials and the number of claimable
+  trials, asks the pure policy (hpo/scheduling/gangs.py, ``plan_gangs``) and
+  records its own gang for the next epoch in one transaction. A free offer is
+  taken by a conditional UPDATE (``gang_trial IS NULL``) whose rowcount says
+  whether this holder got it: two holders never share a member. While trials
+  wait to be claimed the policy gives members back, and they claim them.
+* A member only waits (``assignment``): it trains nothing here, never records
+  an epoch and never reports a value -- the holder does, exactly as alone. It
+  counts as busy, and is freed when the holder's stint ends (``dissolve``) or,
+  should the holder die, as soon as the trial's lease is no longer held.
+
+Replay workers (hpo/service/trial_runs.py, ReplayRun) shorten the holder's
+epoch to ``epoch_seconds / (k x efficiency)``; real training in gangs (rendezvous,
+DDP in workers) is not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from hpo.scheduling.gangs import Idle, Running, plan_gangs
+from hpo.scheduling.spec import StudySpec
+from hpo.service import db
+
+_FREE = {"gang_trial": None, "gang_holder": None, "gang_rank": None, "gang_epoch": None}
+
+
+def device_kind(device: str | None) -> str:
+    """The kind a gang must share: "cuda" for cuda and cuda:K, else "cpu"."""
+    return "cuda" if str(device or "").startswith("cuda") else "cpu"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A member's place: trial ``number`` held by ``holder``, at ``rank``, from ``epoch``."""
+
+    number: int
+    holder: str
+    rank: int
+    epoch: int
+
+
+class GangBoard:
+    """One study's offers and gangs, read and written in short transactions."""
+
+    def __init__(self, engine: Engine, spec: StudySpec):
+        self.engine, self.spec, self.study = engine, spec, spec.name
+
+    def _alive(self, now: float):
+        w = db.workers.c
+        return sa.and_(w.study == self.study, w.state == "active", w.gang_offer.is_not(None),
+                       w.heartbeat_at > now - self.spec.lease_seconds)
+
+    # ---- the member's side ------------------------------------------------
+    def offer(self, worker_id: str, kind: str) -> None:
+        """Offer this worker (nothing to claim); an existing assignment is kept."""
+        w = db.workers.c
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(w.id == worker_id, w.study == self.study)
+                         .values(gang_offer=kind, heartbeat_at=time.time()))
+
+    def withdraw(self, worker_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
+                         .values(gang_offer=None, **_FREE))
+
+    def assignment(self, worker_id: str) -> Assignment | None:
+        """This worker's gang, or None. An assignment whose trial is no longer held by its
+        holder under a live lease (the holder died, or settled without dissolving) is
+        cleared here, so a member never waits on a dead holder."""
+        w, t = db.workers.c, db.trials.c
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(w.gang_trial, w.gang_holder, w.gang_rank, w.gang_epoch)
+                               .where(w.id == worker_id)).first()
+            if row is None or row.gang_trial is None:
+                return None
+            held = conn.execute(sa.select(t.number).where(
+                t.study == self.study, t.number == row.gang_trial, t.state == "running",
+                t.lease_owner == row.gang_holder, t.lease_expires >= now)).first()
+            if held is None:
+                conn.execute(db.workers.update().where(
+                    w.id == worker_id, w.gang_trial == row.gang_trial,
+                    w.gang_holder == row.gang_holder).values(**_FREE))
+                return None
+        return Assignment(row.gang_trial, row.gang_holder, row.gang_rank or 0, row.gang_epoch or 0)
+
+    # ---- the holder's side ------------------------------------------------
+    def regroup(self, holder_id: str, number: int, next_epoch: int, kind: str) -> tuple[str, ...]:
+        """The gang (holder first) that trains trial ``number``'s epoch ``next_epoch``, recorded."""
+        w, t = db.workers.c, db.trials.c
+        now = time.time()
+        with self.engine.begin() as conn:
+            offers = conn.execute(sa.select(w.id, w.gang_offer, w.gang_trial, w.gang_holder,
+                                            w.gang_rank).where(self._alive(now))).all()
+            trials = conn.execute(sa.select(t.number, t.lease_owner, t.params_json).where(
+                t.study == self.study, t.state == "running", t.lease_expires >= now)).all()
+            claimable = conn.execute(sa.select(sa.func.count()).where(
+                t.study == self.study, sa.or_(t.state == "waiting", sa.and_(
+                    t.state == "running", t.lease_expires < now)))).scalar_one()
+            owners = {r.lease_owner for r in trials} | {holder_id}
+            kinds = {r.id: device_kind(r.device) for r in conn.execute(
+                sa.select(w.id, w.device).where(w.id.in_(owners))).all()}
+            kinds[holder_id] = kind
+            running = []
+            for r in trials:
+                owner_kind = kinds.get(r.lease_owner, "cpu")
+                if r.number != number and not self.spec.gangs_on(owner_kind):
+                    continue
+                members = sorted((o for o in offers if o.gang_trial == r.number
+                                  and o.gang_holder == r.lease_owner), key=lambda o: o.gang_rank or 0)
+                batch = self.spec.run_config(json.loads(r.params_json)).trainer.batch_size
+                running.append(Running(r.number, r.lease_owner, owner_kind, batch,
+                                       (r.lease_owner, *(m.id for m in members))))
+            if not any(r.number == number for r in running):
+                return (holder_id,)  # the lease is gone: this holder takes nobody
+            idle = [Idle(o.id, o.gang_offer) for o in offers if o.gang_trial is None]
+            planned = plan_gangs(running, idle, claimable, self.spec.gang_limits)[number]
+            mine = {m for r in running if r.number == number for m in r.gang[1:]}
+            gang = [holder_id]
+            for member in planned[1:]:
+                where = [w.id == member, self._alive(now)]
+                if member in mine:
+                    where += [w.gang_trial == number, w.gang_holder == holder_id]
+                else:
+                    where.append(w.gang_trial.is_(None))  # one holder per offer: see rowcount
+                taken = conn.execute(db.workers.update().where(*where).values(
+                    gang_trial=number, gang_holder=holder_id, gang_rank=len(gang),
+                    gang_epoch=next_epoch)).rowcount == 1
+                if taken:
+                    gang.append(member)
+            # Everyone else of this gang goes back to the pool: given back by the
+            # policy, or dead (heartbeat too old to be read as an offer above).
+            conn.execute(db.workers.update().where(
+                w.gang_trial == number, w.gang_holder == holder_id, w.id.not_in(gang))
+                .values(**_FREE))
+        return tuple(gang)
+
+    def dissolve(self, holder_id: str, number: int) -> None:
+        """The holder's stint is over: its members go back to the pool."""
+        w = db.workers.c
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(w.gang_trial == number,
+                                                   w.gang_holder == holder_id).values(**_FREE))
+
+
+def gangs_of(conn: sa.Connection, study: str) -> dict[int, list[str]]:
+    """Running trials' members by trial (holder not included), in rank order; for status."""
+    w, t = db.workers.c, db.trials.c
+    rows = conn.execute(sa.select(w.id, w.gang_trial, w.gang_rank).select_from(
+        db.workers.join(db.trials, sa.and_(t.study == w.study, t.number == w.gang_trial,
+                                           t.lease_owner == w.gang_holder)))
+        .where(w.study == study, w.state == "active", t.state == "running")
+        .order_by(w.gang_trial, w.gang_rank)).all()
+    gangs: dict[int, list[str]] = {}
+    for r in rows:
+        gangs.setdefault(r.gang_trial, []).append(r.id)
+    return gangs
