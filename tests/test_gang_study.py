@@ -133,6 +133,39 @@ def test_an_offer_is_taken_by_one_holder_postgres(tmp_path, monkeypatch, pg_url)
     contend_for_offers(tmp_path, pg_url, monkeypatch)
 
 
+def test_a_gang_gives_members_back_when_a_trial_waits(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    study = write_study(tmp_path / "s.toml", storage=storage,
+                        grid={"lr": [1e-3, 1e-4], "batch_size": [64]})
+    study.write_text(study.read_text().replace("[study]\n", '[study]\ndata_parallel = "on"\n'))
+    create_study(study)
+    spec = load_spec(study)
+    engine = db.create_service_engine(storage)
+    try:
+        coordinator, board = Coordinator(engine, spec), gang_offers.GangBoard(engine, spec)
+        a, b = coordinator.register_worker("cpu"), coordinator.register_worker("cpu")
+        first, second = coordinator.claim(a), coordinator.claim(b)
+        # The policy takes offers in the order of worker ids.
+        w1, w2, w3 = sorted(coordinator.register_worker("cpu") for _ in range(3))
+        for w in (w1, w2, w3):
+            board.offer(w, "cpu")
+        # Nothing waits: the fewest ranks first, ties to the lower trial number.
+        assert board.regroup(a, first.number, 2, "cpu") == (a, w1, w3)
+        assert board.assignment(w3) == gang_offers.Assignment(first.number, a, 2, 2)
+        assert board.assignment(w2) is None  # planned for b's trial: b takes it at its boundary
+        coordinator.release(b, second.number)  # a trial waits to be claimed
+        assert board.regroup(a, first.number, 3, "cpu") == (a, w1), "the last joiner goes back"
+        assert board.assignment(w3) is None and board.assignment(w1).epoch == 3
+        claim = coordinator.claim(w3)
+        assert claim.number == second.number
+        row = [r for r in study_rows(storage, db.workers, spec.name) if r.id == w3][0]
+        assert row.gang_offer is None and row.gang_trial is None, "a claim withdraws the offer"
+        board.dissolve(a, first.number)
+        assert board.assignment(w1) is None
+    finally:
+        engine.dispose()
+
+
 # ---- a replayed study decides the same with gangs ----------------------------------------------
 def wide_margin_table() -> list[list[float]]:
     """Ranks fixed for the whole run, 0.04 apart at every epoch (far above any tolerance),
