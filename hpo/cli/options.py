@@ -23,7 +23,7 @@ from hpo.scheduling.spec import StudySpec, default_storage, load_spec
 from hpo.scheduling.synthetic_twin import synthetic_override
 
 STORAGE_ENV = "SAAN_HPO_STORAGE"
-METAVARS = {"FILE", "DIR", "URL", "NAME", "N", "SECONDS", "DEVICE", "STUDY.toml"}
+METAVARS = {"FILE", "DIR", "URL", "NAME", "N", "SECONDS", "FRACTION", "DEVICE", "STUDY.toml"}
 
 
 # ---- global options ---------------------------------------------------------------
@@ -105,9 +105,9 @@ def add_replay(parser: argparse.ArgumentParser) -> None:
                        help="replay recorded learning curves (CSV) instead of training SAAN")
     group.add_argument("--replay-epoch-seconds", type=float, default=0.0, metavar="SECONDS",
                        help="sleep this long per replayed epoch (default 0)")
-    group.add_argument("--replay-gang-efficiency", type=float, default=1.0, metavar="E",
+    group.add_argument("--replay-gang-efficiency", type=float, default=1.0, metavar="FRACTION",
                        help="with [study] data_parallel: a gang of k replay workers sleeps "
-                            "SECONDS / (k x E) per epoch (default 1.0: a perfect speed-up)")
+                            "SECONDS / (k x FRACTION) per epoch (default 1.0: a perfect speed-up)")
 
 
 def replay_argv(args: argparse.Namespace) -> list[str]:
