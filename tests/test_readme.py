@@ -201,6 +201,7 @@ COMMANDS: dict[str, Run | Skip] = {
     "bash bench/device-run.sh --smoke": Skip("run by tests/test_gpu_scripts.py, which checks its output"),
     "python bench/scaling.py": Skip(BENCH),
     "python bench/scaling.py --fleet": Skip(BENCH),
+    "python bench/scaling.py --data-parallel": Skip(BENCH),
     "python bench/coordination.py": Skip(BENCH),
     "python bench/load.py": Skip(BENCH),
     "python bench/budget.py": Skip(BENCH),
