@@ -43,6 +43,14 @@ NO_GANG = {"gang_offer": None, "gang_trial": None, "gang_holder": None, "gang_ra
            "gang_epoch": None}
 
 
+
+def claimable(study: str, now: float):
+    """The trials of ``study`` a worker may claim at ``now``: waiting, or running under an
+    expired lease (its holder stalled or died). Claims and the gang policy's count agree."""
+    t = db.trials.c
+    return sa.and_(t.study == study, sa.or_(
+        t.state == "waiting", sa.and_(t.state == "running", t.lease_expires < now)))
+
 @dataclass(frozen=True)
 class Claim:
     """A trial held by this worker: where it stands and how far to train it now."""
@@ -156,10 +164,9 @@ class Coordinator:
         """
         now = time.time()
         t = db.trials.c
-        claimable = sa.and_(t.study == self.study, sa.or_(
-            t.state == "waiting", sa.and_(t.state == "running", t.lease_expires < now)))
+        open_now = claimable(self.study, now)
         with self.engine.begin() as conn:
-            query = sa.select(db.trials).where(claimable).order_by(t.rung.desc(), t.number)
+            query = sa.select(db.trials).where(open_now).order_by(t.rung.desc(), t.number)
             if not db.is_sqlite(self.engine):
                 query = query.with_for_update(skip_locked=True)
             rows = conn.execute(query).all()
@@ -169,7 +176,7 @@ class Coordinator:
                 rows = sorted(rows, key=lambda r: (-r.rung, claim_order(r.number)))
             row = rows[0]
             updated = conn.execute(
-                db.trials.update().where(claimable, t.number == row.number).values(
+                db.trials.update().where(open_now, t.number == row.number).values(
                     state="running", lease_owner=worker_id,
                     lease_expires=now + self.spec.lease_seconds,
                     claims=t.claims + 1, updated_at=now))

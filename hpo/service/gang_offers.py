@@ -36,6 +36,7 @@ from sqlalchemy.engine import Engine
 from hpo.scheduling.gangs import Idle, Running, plan_gangs
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
+from hpo.service.coordination import claimable
 
 _FREE = {"gang_trial": None, "gang_holder": None, "gang_rank": None, "gang_epoch": None}
 
@@ -110,9 +111,8 @@ class GangBoard:
                                             w.gang_rank).where(self._alive(now))).all()
             trials = conn.execute(sa.select(t.number, t.lease_owner, t.params_json).where(
                 t.study == self.study, t.state == "running", t.lease_expires >= now)).all()
-            claimable = conn.execute(sa.select(sa.func.count()).where(
-                t.study == self.study, sa.or_(t.state == "waiting", sa.and_(
-                    t.state == "running", t.lease_expires < now)))).scalar_one()
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(db.trials)
+                                   .where(claimable(self.study, now))).scalar_one()
             owners = {r.lease_owner for r in trials} | {holder_id}
             kinds = {r.id: device_kind(r.device) for r in conn.execute(
                 sa.select(w.id, w.device).where(w.id.in_(owners))).all()}
@@ -130,7 +130,7 @@ class GangBoard:
             if not any(r.number == number for r in running):
                 return (holder_id,)  # the lease is gone: this holder takes nobody
             idle = [Idle(o.id, o.gang_offer) for o in offers if o.gang_trial is None]
-            planned = plan_gangs(running, idle, claimable, self.spec.gang_limits)[number]
+            planned = plan_gangs(running, idle, waiting, self.spec.gang_limits)[number]
             mine = {m for r in running if r.number == number for m in r.gang[1:]}
             gang = [holder_id]
             for member in planned[1:]:
