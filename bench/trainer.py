@@ -58,7 +58,8 @@ from PIL import Image  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from model.config import DataConfig, ModelConfig, RunConfig, TrainerConfig  # noqa: E402
-from model.data import IMAGENET_MEAN, IMAGENET_STD, split_rows  # noqa: E402
+from model.data import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from model.dataset_index import split_rows  # noqa: E402
 from model.saan import build_saan  # noqa: E402
 from model.synthetic import draw_image, score_rule  # noqa: E402
 from model.train import Trainer  # noqa: E402

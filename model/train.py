@@ -50,7 +50,8 @@ from tqdm import tqdm
 from model import checkpoint_file
 from model.checkpoint import CheckpointWriter, HostSnapshot, snapshot_to_host, write_durable
 from model.config import RunConfig, TrainerConfig
-from model.data import ImageSplit, ensure_dataset, flip_batch, normalise_batch, split_rows
+from model.data import ImageSplit, flip_batch, normalise_batch
+from model.dataset_index import ensure_dataset, split_rows
 from model.errors import CheckpointError
 from model.feed import Feed
 from model.metrics import compute_metrics

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from model.config import DataConfig
-from model.data import (IMAGENET_MEAN, IMAGENET_STD, ensure_dataset, flip_batch, iterate_batches,
-                        normalise_batch, open_split, split_rows)
+from model.data import IMAGENET_MEAN, IMAGENET_STD, flip_batch, iterate_batches, normalise_batch, open_split
+from model.dataset_index import ensure_dataset, split_rows
 from model.images import decode_resized
 from model.errors import DataError, ImageError
 from model.synthetic import make_synthetic_baid

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -196,3 +199,35 @@ def test_reading_commands_never_create_a_database(tmp_path):
         line = one_error_line(cli(*command, "--study", "demo", "--storage", f"sqlite:///{typo}"))
         assert "no database file" in line and str(typo) in line
     assert not typo.parent.exists()
+
+
+def test_checking_data_and_choosing_devices_import_no_torch(tmp_path):
+    """A launcher, and a worker that finds nothing to claim, never train: the data check
+    (model/dataset_index.py) and the device choice must not import torch, which costs
+    each such process about two CPU-seconds. On a machine with an NVIDIA driver the
+    device choice asks torch, and then it must agree with torch."""
+    study = write_study(tmp_path / "study.toml", extra=(
+        f'\n[data]\nroot = "{tmp_path / "baid"}"\nsynthetic = true\nsynthetic_n = 24\n'
+        'synthetic_size = 32\nimage_size = 32\n'))
+    code = (
+        "import json, sys\n"
+        "from hpo.scheduling.spec import load_spec\n"
+        "from hpo.service.preflight import check_data\n"
+        "from hpo.cli.session import concrete_device, local_devices, nvidia_driver_present\n"
+        f"spec = load_spec({str(study)!r})\n"
+        "check_data(spec)\n"
+        "devices = local_devices(2, None, 'auto')\n"
+        "print(json.dumps({'driver': nvidia_driver_present(), 'torch': 'torch' in sys.modules,\n"
+        "                  'devices': devices, 'device': concrete_device(None, False)}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert (tmp_path / "baid" / "dataset" / "train_set.csv").is_file()  # the check generated it
+    if not seen["driver"]:
+        assert not seen["torch"], "checking data or choosing a device imported torch"
+        assert seen["devices"] == ["cpu", "cpu"] and seen["device"] == "cpu"
+    else:
+        import torch
+
+        count = torch.cuda.device_count()
+        assert seen["devices"] == ([f"cuda:{i % count}" for i in range(2)] if count else ["cpu"] * 2)

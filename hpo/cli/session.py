@@ -26,6 +26,17 @@ def log_dir(spec: StudySpec) -> Path:
     return Path(spec.artifacts).parent / "logs" if spec.artifacts else Path("runs") / spec.name / "logs"
 
 
+def nvidia_driver_present() -> bool:
+    """False where no NVIDIA driver is loaded (Linux; no CUDA on macOS): then no GPU can be
+    seen, and saying so needs no torch. Importing torch to ask costs a process about two
+    CPU-seconds, most of what a launcher or a worker that finds nothing to claim spends."""
+    if sys.platform == "darwin":
+        return False
+    if not sys.platform.startswith("linux"):
+        return True  # nothing cheap to look at: ask torch
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidiactl").exists()
+
+
 def concrete_device(name: str | None, replay: bool) -> str:
     """The device a worker really trains on: ``auto`` and ``cuda`` resolved (cuda:K or cpu).
 
@@ -35,6 +46,8 @@ def concrete_device(name: str | None, replay: bool) -> str:
     if name in (None, "", "auto", "cuda"):
         if replay:
             return "cpu"
+        if not nvidia_driver_present():
+            return "cpu" if name != "cuda" else "cuda"  # as torch would answer, without torch
         import torch
 
         if torch.cuda.is_available():
@@ -93,6 +106,8 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
         return [device] * n_workers
     if configured not in ("auto", "cuda"):
         return [configured] * n_workers
+    if not nvidia_driver_present():
+        return ["cpu"] * n_workers
     try:
         import torch
 

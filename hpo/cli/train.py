@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointWriter, write_durable
-    from model.data import check_dataset
+    from model.dataset_index import check_dataset
     from model.train import Trainer  # torch: only for the commands that train
 
     cfg = RunConfig.load(args.config)

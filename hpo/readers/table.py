@@ -75,7 +75,7 @@ def score_trial(spec: StudySpec, params: dict, checkpoint: bytes,
 def recompute_metrics(spec: StudySpec, attrs: dict[str, Any], params: dict | None = None) -> dict:
     """The metrics of stored predictions against the true scores in the test CSV."""
     # torch only when a table has something to score (start-up time)
-    from model.data import split_rows
+    from model.dataset_index import split_rows
     from model.metrics import compute_metrics
 
     cfg = spec.run_config(params or {}).data

@@ -73,13 +73,13 @@ def sqlite_folder_to_create(storage_url: str, study_name: str) -> Path | None:
 
 
 def check_data(spec: StudySpec, generate: bool = True) -> None:
-    """The data of every distinct [data] section the grid trains on (model.data.check_dataset).
+    """The data of every distinct [data] section the grid trains on (check_dataset).
 
     ``generate=False`` checks only what is on disk and skips a synthetic folder
     not generated yet: a worker checks the data before it looks the study up
     (bad data is the user's to fix first) and generates only once attached.
     """
-    from model.data import check_dataset  # imports torch: only commands that train get here
+    from model.dataset_index import check_dataset
 
     seen = set()
     for params in spec.grid_points():
