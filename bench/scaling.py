@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--gang-efficiency", type=float, default=1.0,
                         help="with --data-parallel: a gang's speed-up over its size (default 1.0)")
     parser.add_argument("--min-rank-batch", type=int, default=None,
-                        help="with --data-parallel: [study] min_rank_batch (default the study's, 8)")
+                        help="with --data-parallel: [study] min_rank_batch (default the study's, 2)")
     args = parser.parse_args()
     if args.data_parallel:
         from bench.gang_scaling import run_gang_benchmark

@@ -43,9 +43,13 @@ def test_no_gang_across_device_kinds():
 
 def test_work_that_could_start_shrinks_gangs_and_joins_nothing():
     running = [Running(0, "a", "cuda", 64, ("a", "b", "c")), Running(1, "d", "cuda", 64, ("d", "e"))]
-    # two trials to hand out: the widest gang gives back its latest joiner first, then a tie
-    # between two 2-rank gangs goes to the lower trial number
-    assert plan_gangs(running, idle("f"), 2, LIMITS) == {0: ("a",), 1: ("d", "e")}
+    # three trials to hand out and one idle worker to claim one: the widest gang gives back
+    # its latest joiner first, then a tie between two 2-rank gangs goes to the lower number
+    assert plan_gangs(running, idle("f"), 3, LIMITS) == {0: ("a",), 1: ("d", "e")}
+    # two: the idle worker claims one, the widest gang gives back one member for the other
+    assert plan_gangs(running, idle("f"), 2, LIMITS) == {0: ("a", "b"), 1: ("d", "e")}
+    # one, and an idle worker for it: nobody is given back, nobody joins
+    assert plan_gangs(running, idle("f"), 1, LIMITS) == {0: ("a", "b", "c"), 1: ("d", "e")}
     # more claimable trials than members: every gang down to its holder, nothing else
     assert plan_gangs(running, idle("f"), 9, LIMITS) == {0: ("a",), 1: ("d",)}
     # nothing claimable: the gangs stay and the idle worker joins the smaller one
@@ -56,3 +60,23 @@ def test_the_plan_depends_only_on_its_inputs_not_their_order():
     running = [Running(n, f"h{n}", "cuda", 32) for n in range(3)]
     offers = idle("x", "y", "z", "w")
     assert plan_gangs(running, offers, 0, LIMITS) == plan_gangs(running[::-1], offers[::-1], 0, LIMITS)
+
+
+def test_idle_workers_beyond_the_claimable_trials_join_leaving_those_trials_their_share():
+    # A rung of four trials starts on eight workers: the first claimer regroups while three
+    # trials still wait and six others are idle. Three stay free to claim them; of the three
+    # beyond, the claimer gets one and the waiting trials' share (one each) stays free.
+    limits = GangLimits(min_rank_batch=1, max_gang=8)
+    first = [Running(6, "a", "cuda", 16)]
+    assert plan_gangs(first, idle(*"bcdefg"), 3, limits) == {6: ("a", "b")}
+    # The last claimer, with the others at two ranks, takes the two left for it.
+    running = [Running(6, "a", "cuda", 16, ("a", "b")), Running(8, "c", "cuda", 16, ("c", "d")),
+               Running(12, "e", "cuda", 16, ("e", "f")), Running(14, "g", "cuda", 16)]
+    assert plan_gangs(running, idle("h"), 0, limits)[14] == ("g", "h")
+    # A final rung of two trials: half of the seven idle workers' spare goes to the first.
+    assert plan_gangs(first, idle(*"bcdefgh"), 1, limits) == {6: ("a", "b", "d", "f")}
+    # Spare workers of another device kind stay free; the claimable trials' share is
+    # bounded by max_gang.
+    assert plan_gangs(first, idle("b", "c", kind="cpu"), 1, limits) == {6: ("a",)}
+    narrow = GangLimits(min_rank_batch=1, max_gang=2)
+    assert plan_gangs(first, idle(*"bcdef"), 1, narrow) == {6: ("a", "b")}

@@ -59,7 +59,7 @@ def test_bad_gang_setting_is_one_line_and_exit_2(tmp_path):
 
 def test_gang_settings_defaults_and_meaning(tmp_path):
     plain = load_spec(write_study(tmp_path / "a.toml"))
-    assert (plain.data_parallel, plain.min_rank_batch, plain.max_gang) == ("auto", 8, 8)
+    assert (plain.data_parallel, plain.min_rank_batch, plain.max_gang) == ("auto", 2, 8)
     # auto: gangs on CUDA workers only, so CPU studies stay one process per trial
     assert not plain.gangs_on("cpu") and plain.gangs_on("cuda")
     path = write_study(tmp_path / "b.toml")
@@ -154,8 +154,13 @@ def test_a_gang_gives_members_back_when_a_trial_waits(tmp_path):
         assert board.assignment(w3) == gang_offers.Assignment(first.number, a, 2, 2)
         assert board.assignment(w2) is None  # planned for b's trial: b takes it at its boundary
         coordinator.release(b, second.number)  # a trial waits to be claimed
-        assert board.regroup(a, first.number, 3, "cpu") == (a, w1), "the last joiner goes back"
-        assert board.assignment(w3) is None and board.assignment(w1).epoch == 3
+        # w2 is idle to claim it: the gang stays, and nobody else joins meanwhile
+        assert board.regroup(a, first.number, 3, "cpu") == (a, w1, w3)
+        assert board.retract(w2), "a worker about to claim withdraws its free offer"
+        assert not board.retract(w3), "a member cannot: the holder took it"
+        # nobody idle is left for the waiting trial: the last joiner goes back
+        assert board.regroup(a, first.number, 4, "cpu") == (a, w1), "the last joiner goes back"
+        assert board.assignment(w3) is None and board.assignment(w1).epoch == 4
         claim = coordinator.claim(w3)
         assert claim.number == second.number
         row = [r for r in study_rows(storage, db.workers, spec.name) if r.id == w3][0]

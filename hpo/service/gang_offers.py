@@ -13,7 +13,10 @@ No service of its own: the workers table carries it (hpo/service/db.py, the
   records its own gang for the next epoch in one transaction. A free offer is
   taken by a conditional UPDATE (``gang_trial IS NULL``) whose rowcount says
   whether this holder got it: two holders never share a member. While trials
-  wait to be claimed the policy gives members back, and they claim them.
+  wait to be claimed the policy keeps that many offers free (and gives members
+  back when the free ones are too few); they claim them. A worker about to
+  claim first retracts its offer (``retract``, conditional too), so one a holder
+  took in that instant stays a member rather than claiming as well.
 * A member only waits (``assignment``): it trains nothing here, never records
   an epoch and never reports a value -- the holder does, exactly as alone. It
   counts as busy, and is freed when the holder's stint ends (``dissolve``) or,
@@ -74,6 +77,16 @@ class GangBoard:
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(w.id == worker_id, w.study == self.study)
                          .values(gang_offer=kind, heartbeat_at=time.time()))
+
+    def retract(self, worker_id: str) -> bool:
+        """Withdraw this worker's offer before it tries to claim, unless a holder has just
+        taken it: False then (it is a member now and claims nothing). The holder's take
+        and this are conditional UPDATEs of the same row, so a worker never both claims
+        a trial and counts as a rank of another's gang."""
+        w = db.workers.c
+        with self.engine.begin() as conn:
+            return conn.execute(db.workers.update().where(
+                w.id == worker_id, w.gang_trial.is_(None)).values(gang_offer=None)).rowcount == 1
 
     def withdraw(self, worker_id: str) -> None:
         with self.engine.begin() as conn:

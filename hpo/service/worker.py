@@ -223,6 +223,8 @@ class Worker:
             # (at once when trials wait), or it is freed when the holder's lease goes.
             self.stop_requested.wait(self.poll_seconds)
             return IDLE
+        if self.gangs is not None and not db.retrying(self.gangs.retract, self.worker_id, log=log):
+            return IDLE  # a holder took this offer just now: the next turn finds the gang
         claim = db.retrying(self.coordinator.claim, self.worker_id, self.claim_order, log=log)
         if claim is None:
             self._decide_ready_rungs()
