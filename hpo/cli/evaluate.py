@@ -17,6 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model import checkpoint_file
+
+    # A missing or damaged file is refused in a fraction of a second, before torch is imported.
+    checkpoint_file.read(args.checkpoint)
     from model.train import Trainer  # torch: only for the commands that train
 
     trainer = Trainer.from_checkpoint(args.checkpoint, device=args.device)
