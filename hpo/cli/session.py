@@ -46,12 +46,11 @@ def concrete_device(name: str | None, replay: bool) -> str:
     if name in (None, "", "auto", "cuda"):
         if replay:
             return "cpu"
-        if not nvidia_driver_present():
-            return "cpu" if name != "cuda" else "cuda"  # as torch would answer, without torch
-        import torch
+        if nvidia_driver_present():
+            import torch
 
-        if torch.cuda.is_available():
-            return f"cuda:{torch.cuda.current_device()}"
+            if torch.cuda.is_available():
+                return f"cuda:{torch.cuda.current_device()}"
         return "cpu" if name != "cuda" else "cuda"  # asked for cuda without one: the trainer says so
     return name
 
@@ -106,14 +105,14 @@ def local_devices(n_workers: int, device: str | None, configured: str) -> list[s
         return [device] * n_workers
     if configured not in ("auto", "cuda"):
         return [configured] * n_workers
-    if not nvidia_driver_present():
-        return ["cpu"] * n_workers
-    try:
-        import torch
+    count = 0
+    if nvidia_driver_present():
+        try:
+            import torch
 
-        count = torch.cuda.device_count()
-    except ImportError:
-        count = 0
+            count = torch.cuda.device_count()
+        except ImportError:
+            pass
     if count == 0:
         return ["cpu"] * n_workers
     return [f"cuda:{i % count}" for i in range(n_workers)]

@@ -43,13 +43,13 @@ NO_GANG = {"gang_offer": None, "gang_trial": None, "gang_holder": None, "gang_ra
            "gang_epoch": None}
 
 
-
 def claimable(study: str, now: float):
     """The trials of ``study`` a worker may claim at ``now``: waiting, or running under an
     expired lease (its holder stalled or died). Claims and the gang policy's count agree."""
     t = db.trials.c
     return sa.and_(t.study == study, sa.or_(
         t.state == "waiting", sa.and_(t.state == "running", t.lease_expires < now)))
+
 
 @dataclass(frozen=True)
 class Claim:

@@ -39,9 +39,9 @@ from sqlalchemy.engine import Engine
 from hpo.scheduling.gangs import Idle, Running, plan_gangs
 from hpo.scheduling.spec import StudySpec
 from hpo.service import db
-from hpo.service.coordination import claimable
+from hpo.service.coordination import NO_GANG, claimable
 
-_FREE = {"gang_trial": None, "gang_holder": None, "gang_rank": None, "gang_epoch": None}
+_FREE = {k: v for k, v in NO_GANG.items() if k != "gang_offer"}  # a member freed keeps its offer
 
 
 def device_kind(device: str | None) -> str:
@@ -91,7 +91,7 @@ class GangBoard:
     def withdraw(self, worker_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id)
-                         .values(gang_offer=None, **_FREE))
+                         .values(**NO_GANG))
 
     def assignment(self, worker_id: str) -> Assignment | None:
         """This worker's gang, or None. An assignment whose trial is no longer held by its
