@@ -1,12 +1,21 @@
-"""saan-hpo make-synthetic / train / evaluate through a real subprocess, and their bad input."""
+"""saan-hpo make-synthetic / train / evaluate, and their bad input.
+
+Each process that imports torch costs seconds of start-up, so a real subprocess runs where the
+command line itself is what is tested (the first ``train``, every bad-input case: exit code 2 and
+one line on stderr); the checks of values (resume, evaluate's JSON, the refusal to overwrite)
+call the same ``hpo.cli.main`` in this process.
+"""
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from hpo.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,34 +46,48 @@ schedule = "constant"
     return path
 
 
+def in_process(*args) -> int:
+    """``hpo.cli.main`` here; the root logger's handlers (which main replaces) are restored."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return main([str(a) for a in args])
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def baid(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli") / "baid"
-    result = cli("make-synthetic", root, "--n", 60, "--size", 40, "--seed", 5)
-    assert result.returncode == 0, result.stderr
+    assert in_process("make-synthetic", root, "--n", 60, "--size", 40, "--seed", 5) == 0
     assert (root / "dataset" / "train_set.csv").is_file() and len(list((root / "images").iterdir())) == 60
     return root
 
 
-def test_train_resume_evaluate(baid, tmp_path):
+def test_train_resume_evaluate(baid, tmp_path, capsys):
     out = tmp_path / "run"
-    result = cli("train", write_config(tmp_path / "two.toml", baid, 2), "--out", out)
+    result = cli("train", write_config(tmp_path / "one.toml", baid, 1), "--out", out)
     assert result.returncode == 0, result.stderr
-    assert (out / "last.pt").is_file() and len(json.loads((out / "history.json").read_text())) == 2
+    assert (out / "last.pt").is_file() and len(json.loads((out / "history.json").read_text())) == 1
 
     # without --resume an existing checkpoint is never overwritten
-    again = cli("train", tmp_path / "two.toml", "--out", out)
-    assert again.returncode == 2 and "--resume" in again.stderr and len(again.stderr.splitlines()) == 1
+    capsys.readouterr()
+    assert in_process("train", tmp_path / "one.toml", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.splitlines()) == 1, err
 
-    result = cli("train", write_config(tmp_path / "three.toml", baid, 3), "--out", out, "--resume")
-    assert result.returncode == 0, result.stderr
+    assert in_process("train", write_config(tmp_path / "two.toml", baid, 2), "--out", out, "--resume") == 0
     history = json.loads((out / "history.json").read_text())
-    assert [m["epoch"] for m in history] == [1, 2, 3]
+    assert [m["epoch"] for m in history] == [1, 2]
 
-    result = cli("evaluate", out / "last.pt", "--split", "test", "--json")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
-    assert metrics["epoch"] == 3 and metrics["split"] == "test" and metrics["n"] == 9
+    capsys.readouterr()
+    assert in_process("evaluate", out / "last.pt", "--split", "test", "--json") == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["epoch"] == 2 and metrics["split"] == "test" and metrics["n"] == 9
     assert {"accuracy", "constant_accuracy", "plcc", "srcc", "mse"} <= set(metrics)
 
 
