@@ -146,3 +146,29 @@ def test_compiled_call_is_compiled_once_per_process(baid, monkeypatch):
     assert counters["stats"]["unique_graphs"] == graphs
     same_run(plain, first)
     same_run(first, second)
+
+
+def test_a_second_trainer_of_the_same_model_and_seed_starts_from_the_same_weights(baid):
+    """model/train.py keeps the process's last freshly built model and copies it: the copy
+    equals a build from the seed bit for bit, training one trainer changes neither the kept
+    model nor the next copy, and the global generator is left as it was."""
+    from model.saan import build_saan
+    from model.train import seeded_saan
+
+    cfg = config(baid)
+    first = Trainer(cfg)
+    first.fit(1)
+    state = torch.random.get_rng_state()
+    second = seeded_saan(cfg, cfg.trainer.seed)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.trainer.seed)
+        fresh = build_saan(cfg.model)
+    built, copied = fresh.state_dict(), second.state_dict()
+    assert built.keys() == copied.keys()
+    assert all(torch.equal(built[k], copied[k]) for k in built)
+    assert [p.requires_grad for p in fresh.parameters()] == [p.requires_grad for p in second.parameters()]
+    trained = first.model.state_dict()
+    assert any(not torch.equal(trained[k], built[k]) for k in built)  # the first one did train
+    other = seeded_saan(cfg, cfg.trainer.seed + 1)  # another seed: another model
+    assert any(not torch.equal(other.state_dict()[k], built[k]) for k in built)
