@@ -39,11 +39,12 @@ export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor"
 if [[ $SMOKE == 1 ]]; then
     N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-24}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-8}; W=320; H=240
     BACKBONE=resnet18; HEAD=32; SIZE=32; LRS="[1e-3, 1e-4]"; BATCHES="[8]"; RUNGS=2; DEVICE=cpu; WORKERS=0
+    PROCS=1  # one trial process: the smoke checks the path, and each process costs ~3.5 CPU-s
     LIMIT=280
 else
     N_TRAIN=${SAAN_HPO_STUDY_TRAIN:-2400}; N_EVAL=${SAAN_HPO_STUDY_EVAL:-160}; W=1600; H=1200
     BACKBONE=resnet50; HEAD=2048; SIZE=224; LRS="[1e-3, 1e-4, 1e-5, 1e-6]"; BATCHES="[64, 32, 16, 8]"
-    RUNGS=5; DEVICE=cuda:0; LIMIT=270; WORKERS=4
+    RUNGS=5; DEVICE=cuda:0; LIMIT=270; WORKERS=4; PROCS=2
     echo "== GPU"
     timeout 30 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "nvidia-smi failed"
 fi
@@ -91,9 +92,9 @@ seed = 0
 device = "$DEVICE"
 TOML
 
-echo "== launch: 2 workers on $DEVICE"
+echo "== launch: $PROCS workers on $DEVICE"
 START=$(date +%s.%N)
-timeout "$LIMIT" "${SAAN_HPO[@]}" launch "$WORK/study.toml" --workers 2 --device "$DEVICE"
+timeout "$LIMIT" "${SAAN_HPO[@]}" launch "$WORK/study.toml" --workers "$PROCS" --device "$DEVICE"
 rc=$?
 END=$(date +%s.%N)
 WALL=$(python -c "print($END - $START)")
