@@ -32,8 +32,13 @@ def free_address() -> str:
 
 
 def train(config: Path, until: int, out: Path, ranks: int = 1, resume: Path | None = None,
-          timeout: float = 300) -> dict:
-    """Train to epoch ``until`` alone or on ``ranks`` local processes; rank 0's (or the only) result."""
+          timeout: float = 300, here: bool = False) -> dict:
+    """Train to epoch ``until`` alone or on ``ranks`` local processes; rank 0's (or the only) result.
+
+    ``here``: train alone in this process (tests compare against it without paying a
+    process's torch start-up); a gang's ranks are always processes of their own."""
+    if here and ranks == 1:
+        return run_rank(config, until, f"{out}.0", resume)
     extra = ["--resume", str(resume)] if resume else []
     address = free_address()
     procs = []
@@ -64,20 +69,24 @@ def main() -> None:
         from model.data_parallel import join
 
         gang = join(args.address, args.rank, args.world, timeout_s=120)
-    cfg = RunConfig.load(args.config)
-    trainer = Trainer(cfg, device="cpu", gang=gang)
-    if args.resume:
-        trainer.load_state_dict(read_checkpoint(args.resume))  # today's checkpoint format
-    done = trainer.fit(args.until)
-    result = {"metrics": done}
-    if gang is None or gang.leader:
-        result["model"] = {k: v.clone() for k, v in trainer.model.changing_state_dict().items()}
-        trainer.save_checkpoint(args.out + ".ckpt")
-    torch.save(result, args.out)
+    run_rank(args.config, args.until, args.out, args.resume, gang)
     if gang is not None:
         from model.data_parallel import leave
 
         leave()
+
+
+def run_rank(config, until: int, out: str, resume=None, gang=None) -> dict:
+    """Train ``config`` to epoch ``until`` (as ``gang``'s rank, or alone); write and return OUT."""
+    trainer = Trainer(RunConfig.load(config), device="cpu", gang=gang)
+    if resume:
+        trainer.load_state_dict(read_checkpoint(resume))  # today's checkpoint format
+    result = {"metrics": trainer.fit(until)}
+    if gang is None or gang.leader:
+        result["model"] = {k: v.clone() for k, v in trainer.model.changing_state_dict().items()}
+        trainer.save_checkpoint(f"{out}.ckpt")
+    torch.save(result, out)
+    return result
 
 
 if __name__ == "__main__":

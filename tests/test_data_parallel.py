@@ -1,6 +1,6 @@
 """A trial's epoch on two gloo ranks against the single process at the same global batch.
 
-Real processes (bench/gang_rank.py), a small SAAN whose trained parts hold BatchNorm
+Real processes for the ranks (bench/gang_rank.py; the single process is this one), a small SAAN whose trained parts hold BatchNorm
 (the style trunk, norm layers #1 and #2) and Dropout, synthetic data.
 
 What agrees and how closely (measured on a 2-core AMD EPYC, torch 2.14.1, gloo):
@@ -68,7 +68,7 @@ def root(tmp_path_factory) -> Path:
 
 def test_two_ranks_compute_the_global_batchs_gradient(root, tmp_path):
     config = run_config(root, 64)  # one step: all 42 images, 21 per rank
-    train(config, 1, tmp_path / "one")
+    train(config, 1, tmp_path / "one", here=True)
     train(config, 1, tmp_path / "gang", ranks=2)
     assert first_moment_difference(Path(f"{tmp_path / 'one'}.0.ckpt"),
                                    Path(f"{tmp_path / 'gang'}.0.ckpt")) <= GRADIENT_TOLERANCE
@@ -76,13 +76,13 @@ def test_two_ranks_compute_the_global_batchs_gradient(root, tmp_path):
 
 def test_two_ranks_train_an_epoch_and_resume_like_one_process(root, tmp_path):
     config = run_config(root, 16)  # 3 steps: 16, 16 and a partial 10 (8 + 8, then 5 + 5)
-    one = train(config, 1, tmp_path / "one")
+    one = train(config, 1, tmp_path / "one", here=True)
     gang = train(config, 1, tmp_path / "gang", ranks=2)
     assert "srcc" not in torch.load(f"{tmp_path / 'gang'}.1", weights_only=False)["metrics"][-1]  # rank 0 validates
     assert_close(one, gang)
     # The gang's checkpoint is today's format: resumed alone and by two ranks, close again.
     checkpoint = Path(f"{tmp_path / 'gang'}.0.ckpt")
-    alone = train(config, 2, tmp_path / "alone", resume=checkpoint)
+    alone = train(config, 2, tmp_path / "alone", resume=checkpoint, here=True)
     again = train(config, 2, tmp_path / "again", ranks=2, resume=checkpoint)
     assert [m["epoch"] for m in alone["metrics"]] == [2] == [m["epoch"] for m in again["metrics"]]
     assert_close(alone, again)
