@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from model import checkpoint_file
 from model.checkpoint_file import DamagedCheckpoint
 from hpo.service import db
+from cli_in_process import in_process
 from studyfiles import cli, epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
 
 SMALL_GRID = {"lr": [1e-3, 1e-4], "batch_size": [64, 32]}  # 4 configurations
@@ -199,23 +200,32 @@ def run_until_rung_decided(study: Path, storage: str, curves: Path, cwd: Path, r
 
 
 # ---- evaluate on a damaged file --------------------------------------------------------------
+# The refusals run ``saan-hpo evaluate`` as a real process (exit code 2 and one line on stderr are
+# the point, and a damaged file is refused before torch is imported); training the checkpoint and
+# scoring the intact and the legacy file are checks of values, done by the same hpo.cli.main in
+# this process (no torch start-up per call).
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 1-epoch tiny SAAN trained by ``saan-hpo train``: its last.pt and config."""
     root = tmp_path_factory.mktemp("evaluate")
-    made = cli("make-synthetic", str(root / "baid"), "--n", "40", "--size", "32", "--seed", "3")
-    assert made.returncode == 0, made.stderr
+    assert in_process("make-synthetic", root / "baid", "--n", "40", "--size", "32", "--seed", "3") == 0
     config = root / "tiny.toml"
     config.write_text(f'[data]\nroot = "{root / "baid"}"\nimage_size = 32\n\n'
                       '[model]\nbackbone = "resnet18"\nhead_hidden = 16\npretrained = "none"\n\n'
                       '[trainer]\nbatch_size = 16\nepochs = 1\nschedule = "constant"\n')
-    done = cli("train", str(config), "--out", str(root / "run"))
-    assert done.returncode == 0, done.stderr
+    assert in_process("train", config, "--out", root / "run") == 0
     return root / "run" / "last.pt"
 
 
 def evaluate(path: Path):
     return cli("evaluate", str(path), "--split", "val", "--json")
+
+
+def evaluated(path: Path, capsys) -> dict:
+    """``saan-hpo evaluate PATH --split val --json`` in this process: its metrics."""
+    capsys.readouterr()
+    assert in_process("evaluate", path, "--split", "val", "--json") == 0
+    return json.loads(capsys.readouterr().out.splitlines()[-1])
 
 
 def one_line(done) -> str:
@@ -225,10 +235,9 @@ def one_line(done) -> str:
     return lines[0]
 
 
-def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(trained, tmp_path):
-    intact = evaluate(trained)
-    assert intact.returncode == 0, intact.stderr
-    assert json.loads(intact.stdout.splitlines()[-1])["epoch"] == 1
+def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(trained, tmp_path, capsys):
+    intact = evaluated(trained, capsys)
+    assert intact["epoch"] == 1
     data = trained.read_bytes()
     assert data.startswith(checkpoint_file.MAGIC)  # train writes the checksum with the file
 
@@ -240,9 +249,7 @@ def test_evaluate_refuses_a_damaged_checkpoint_in_one_line(trained, tmp_path):
 
     legacy = checkpoint_file.unframe(data)  # the same checkpoint as written before the header
     (tmp_path / "legacy.pt").write_bytes(legacy)
-    old = evaluate(tmp_path / "legacy.pt")
-    assert old.returncode == 0, old.stderr
-    assert json.loads(old.stdout.splitlines()[-1])["srcc"] == json.loads(intact.stdout.splitlines()[-1])["srcc"]
+    assert evaluated(tmp_path / "legacy.pt", capsys)["srcc"] == intact["srcc"]
     with zipfile.ZipFile(io.BytesIO(legacy)) as archive:
         member = max(archive.infolist(), key=lambda i: i.file_size)
         start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)

@@ -7,7 +7,6 @@ call the same ``hpo.cli.main`` in this process.
 """
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.cli import main
+from cli_in_process import in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,20 +43,6 @@ epochs = {epochs}
 schedule = "constant"
 """)
     return path
-
-
-def in_process(*args) -> int:
-    """``hpo.cli.main`` here; the root logger's handlers (which main replaces) are restored."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return main([str(a) for a in args])
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
