@@ -32,6 +32,7 @@ from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, TEST_SCORE_COLUMN
 from hpo.scheduling.spec import load_spec
 from hpo.scheduling.synthetic_twin import synthetic_mapping, synthetic_override, synthetic_study_text
 from hpo.service import db
+from published_in_process import run_here
 from studyfiles import cli, epoch_rows, study_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,9 +151,15 @@ def _table(tmp: Path, name: str, fmt: str = "csv"):
     return done
 
 
-def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: int):
+def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: int, capsys,
+                 own_process: bool):
+    """``table`` twice, run from ``tmp``: the first call scores (in this process: the values are
+    what is checked), the second reads the stored scores, in a process of its own when
+    ``own_process`` (the command's exit code and output; it imports no torch)."""
     spec = load_spec(STUDIES / f"{name.removesuffix('-synthetic')}.toml")
-    first = _table(tmp, name)
+    storage = storage_of(tmp, name)
+    first = run_here(capsys, "table", "--study", name, "--storage", storage, "--format", "csv")
+    assert first.returncode == 0, first.stderr[-3000:]
     assert "scoring the test split" in first.stderr
     listed = pd.read_csv(io.StringIO(first.stdout))
     # These studies reproduce published ones: the published columns follow (tests/test_published.py
@@ -167,7 +174,6 @@ def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: 
     points = [tuple(p.values()) for p in spec.grid_points()]
     assert [tuple(r) for r in frame[columns].itertuples(index=False)] == points
 
-    storage = storage_of(tmp, name)
     stored_study = stored_spec(name, storage)  # its data root is relative to where launch ran
     study = optuna.load_study(study_name=name, storage=storage)
     for trial in study.trials:
@@ -176,46 +182,43 @@ def _check_table(tmp: Path, name: str, n_rows: int, columns: list[str], epochs: 
         # Predictions live in the artifact store, not in Optuna's user attributes.
         assert ATTR_PREDICTIONS not in trial.user_attrs
         assert len(json.dumps(trial.user_attrs)) < 800, trial.user_attrs
-        with _cwd(tmp):
-            stored = stored_predictions(stored_study, trial)
-            predictions = stored[ATTR_PREDICTIONS]
-            assert len(predictions) >= 1 and all(round(p, 6) == p for p in predictions)
-            assert recompute_metrics(stored_study, stored, trial.params) == scores
+        stored = stored_predictions(stored_study, trial)
+        predictions = stored[ATTR_PREDICTIONS]
+        assert len(predictions) >= 1 and all(round(p, 6) == p for p in predictions)
+        assert recompute_metrics(stored_study, stored, trial.params) == scores
         row = frame[frame["trial"] == trial.number].iloc[0]
         assert row["srcc"] == pytest.approx(scores["srcc"], abs=1e-5)
 
-    again = _table(tmp, name, "markdown")  # reuses the stored scores
+    # reuses the stored scores
+    if own_process:
+        again = _table(tmp, name, "markdown")
+    else:
+        again = run_here(capsys, "table", "--study", name, "--storage", storage, "--format", "markdown")
+        assert again.returncode == 0, again.stderr[-3000:]
     assert "scoring the test split" not in again.stderr
     lines = again.stdout.splitlines()
     assert len(lines) == len(listed) + 2 and all(c in lines[0] for c in columns)
     return frame
 
 
-class _cwd:
-    def __init__(self, path: Path):
-        self.path, self.old = path, None
+def test_variants_and_ablation_run_on_synthetic_data_and_tabulate(tmp_path, monkeypatch, capsys):
+    """One epoch each: what is tested is that every configuration trains and tabulates.
 
-    def __enter__(self):
-        self.old = os.getcwd()
-        os.chdir(self.path)
-
-    def __exit__(self, *exc):
-        os.chdir(self.old)
-
-
-def test_variants_and_ablation_run_on_synthetic_data_and_tabulate(tmp_path):
-    """One epoch each: what is tested is that every configuration trains and tabulates."""
-    done = cli("launch", *synthetic_argv(STUDIES / "variants.toml", tmp_path, 1), "--workers", "2",
-               cwd=tmp_path, timeout=400)
+    The launches run in this process (one worker: no process start-up to pay for); the same
+    twin with ``--workers 2`` child processes runs in tests/test_readme.py.
+    """
+    monkeypatch.chdir(tmp_path)  # where the twins' relative data, storage and artifacts go
+    done = run_here(capsys, "launch", *synthetic_argv(STUDIES / "variants.toml", tmp_path, 1))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "variants-synthetic" in done.stdout
     assert len(epoch_rows(storage_of(tmp_path, "variants-synthetic"), "variants-synthetic")) == 12
-    _check_table(tmp_path, "variants-synthetic", 12, ["norm", "loss", "batch_size"], 1)
+    _check_table(tmp_path, "variants-synthetic", 12, ["norm", "loss", "batch_size"], 1, capsys,
+                 own_process=True)
 
-    done = cli("launch", *synthetic_argv(STUDIES / "ablation.toml", tmp_path, 1),
-               cwd=tmp_path, timeout=300)
+    done = run_here(capsys, "launch", *synthetic_argv(STUDIES / "ablation.toml", tmp_path, 1))
     assert done.returncode == 0, done.stderr[-3000:]
-    frame = _check_table(tmp_path, "ablation-synthetic", 3, ["branches"], 1)
+    frame = _check_table(tmp_path, "ablation-synthetic", 3, ["branches"], 1, capsys,
+                         own_process=False)
     assert list(frame["branches"]) == ["both", "no_style", "no_generic"]
 
 
@@ -248,7 +251,10 @@ def _kill_after_first_epoch(worker: subprocess.Popen, storage: str, name: str, t
     worker.wait(timeout=30)
 
 
-def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
+def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """The killed worker is a real process (SIGKILL, no clean-up); creating the study and the
+    relaunch that takes its trial over run in this process."""
+    monkeypatch.chdir(tmp_path)
     epochs, name = 6, "reproduce-synthetic"
     # A short lease, so the relaunch takes the killed worker's trial over quickly.
     text = (STUDIES / "reproduce.toml").read_text().replace(
@@ -257,7 +263,7 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
     study.write_text(text)
     argv = synthetic_argv(study, tmp_path, epochs)
     storage = storage_of(tmp_path, name)
-    created = cli("launch", *argv, "--workers", "0", cwd=tmp_path)
+    created = run_here(capsys, "launch", *argv, "--workers", "0")
     assert created.returncode == 0, created.stderr[-3000:]
     with open(tmp_path / "killed-worker.log", "wb") as log:
         worker = subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", *argv], cwd=tmp_path,
@@ -271,7 +277,7 @@ def test_reproduce_killed_mid_study_resumes_from_its_checkpoint(tmp_path):
     (at_kill,) = study_rows(storage, db.trials, name)
     assert 1 <= at_kill.epochs_done < epochs and at_kill.checkpoint_id
 
-    done = cli("launch", *argv, cwd=tmp_path, timeout=300)
+    done = run_here(capsys, "launch", *argv)
     assert done.returncode == 0, done.stderr[-3000:]
     log = (tmp_path / "runs" / name / "logs" / "launch.log").read_text()  # launch's full log
     assert f"epoch {at_kill.epochs_done} -> {epochs} (taken over)" in log
