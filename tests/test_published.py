@@ -28,6 +28,7 @@ from hpo.readers.stored_scores import store_export_scores
 from hpo.readers.table import ATTR_METRICS, TEST_SCORE_COLUMNS
 from hpo.service.optuna_link import store_finished_trial_attrs, trial_id
 from model.config import ConfigError
+from published_in_process import run_here
 from studyfiles import BLOG_GRID, cli
 from test_report import build_study
 
@@ -123,13 +124,17 @@ def _tiny_variants(tmp: Path, name: str) -> Path:
     return path
 
 
-def test_table_of_a_variants_study_prints_the_published_rows(tmp_path):
+def test_table_of_a_variants_study_prints_the_published_rows(tmp_path, monkeypatch, capsys):
+    """The launch, the scoring ``table --format csv`` and ``export --evaluate`` run in this
+    process (each process that imports torch costs seconds of start-up); the markdown ``table``,
+    which only reads the stored scores, runs as the command does, in a process of its own."""
+    monkeypatch.chdir(tmp_path)  # where the twin's relative data, storage and artifacts go
     study = _tiny_variants(tmp_path, "variants")
-    done = cli("launch", str(study), "--data", "synthetic", "--epochs", "1", cwd=tmp_path, timeout=400)
+    done = run_here(capsys, "launch", study, "--data", "synthetic", "--epochs", "1")
     assert done.returncode == 0, done.stderr[-3000:]
     name = "variants-synthetic"
     storage = f"sqlite:///{tmp_path / 'runs' / name / 'study.db'}"
-    done = cli("table", "--study", name, "--storage", storage, "--format", "csv", cwd=tmp_path)
+    done = run_here(capsys, "table", "--study", name, "--storage", storage, "--format", "csv")
     assert done.returncode == 0, done.stderr[-3000:]
     frame = pd.read_csv(io.StringIO(done.stdout), keep_default_na=False, na_values=[""])
     assert list(frame.columns) == ["trial", "norm", "loss", "batch_size", "state", "epochs",
@@ -158,8 +163,8 @@ def test_table_of_a_variants_study_prints_the_published_rows(tmp_path):
     assert f" {diff:+.4f} " in gn_all_mse
 
     # export --evaluate keeps its test scores on the winner's trial (the report reads them).
-    done = cli("export", "--study", name, "--storage", storage, "-o", str(tmp_path / "best.toml"),
-               "--evaluate", cwd=tmp_path, timeout=300)
+    done = run_here(capsys, "export", "--study", name, "--storage", storage, "-o", tmp_path / "best.toml",
+                    "--evaluate")
     assert done.returncode == 0, done.stderr[-3000:]
     printed = dict(re.findall(r"(\w+) (-?\d+\.\d{4})", done.stdout.split("test: ", 1)[1].splitlines()[0]))
     import optuna
