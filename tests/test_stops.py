@@ -5,7 +5,13 @@ The chains of stops (which moment, which signal, whom) are about claims, leases 
 not training: their workers replay curves (``--replay-curves``, 0.4 s epochs, checkpoints written
 and resumed as in training) on SQLite and PostgreSQL. Where the trainer and its DataLoader worker
 processes (``num_workers = 2``) are what a stop must reach, a tiny SAAN trains for real: a
-worker's process group interrupted, a launch SIGKILLed, and loader workers changing nothing."""
+worker's process group interrupted, a launch SIGKILLed, and loader workers changing nothing.
+
+Every launch or worker that is signalled or killed is a real process. What only computes values
+-- the replayed baseline, a replayed chain's final relaunch, creating a study with
+``--workers 0`` -- runs ``hpo.cli.main`` in this process, and the trained study's final relaunch
+is one process (``--workers 1``): each process costs about a CPU-second of start-up, or several
+where it imports torch."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.service.stops import HARD_STOP_EXIT
+from cli_in_process import in_process
 from studyfiles import live_processes_naming, write_curves
 
 PLANNED = 8  # 4 configurations, eta 2, rungs at epochs 1 and 3: 4*1 + 2*2
@@ -224,16 +231,27 @@ CHAINS = {
 
 
 @pytest.fixture(scope="module")
-def replay(tmp_path_factory) -> tuple[str, ...]:
-    curves = write_replay_curves(tmp_path_factory.mktemp("stops-curves") / "curves.csv")
-    return ("--replay-curves", str(curves), "--replay-epoch-seconds", str(REPLAY_EPOCH_SECONDS))
+def curves(tmp_path_factory) -> Path:
+    return write_replay_curves(tmp_path_factory.mktemp("stops-curves") / "curves.csv")
 
 
 @pytest.fixture(scope="module")
-def replay_baseline(tmp_path_factory, data, replay) -> dict:
+def replay(curves) -> tuple[str, ...]:
+    return ("--replay-curves", str(curves), "--replay-epoch-seconds", str(REPLAY_EPOCH_SECONDS))
+
+
+def launch_replay_here(study: Path, curves: Path) -> int:
+    """``saan-hpo launch STUDY`` with one in-process worker, in this process, replaying without
+    sleeping: a replay's values are the curves', whatever the epochs' duration or workers."""
+    return in_process("launch", study, "--workers", "1", "--replay-curves", curves,
+                      "--replay-epoch-seconds", "0")
+
+
+@pytest.fixture(scope="module")
+def replay_baseline(tmp_path_factory, data, curves) -> dict:
     """The uninterrupted replayed study."""
     study, storage = write_study(tmp_path_factory.mktemp("replay-baseline"), data, lr=REPLAY_LR)
-    assert start("launch", study, "--workers", "2", *replay).wait(timeout=300) == 0
+    assert launch_replay_here(study, curves) == 0
     return outcome(storage)
 
 
@@ -249,7 +267,7 @@ def chain_storage(request, tmp_path):
                           for name in CHAINS],
                          indirect=["chain_storage"], ids=list(CHAINS))
 def test_launch_stopped_before_inside_and_at_the_end_of_epochs_loses_nothing(
-        tmp_path, data, replay, replay_baseline, chain_storage, chain):
+        tmp_path, data, curves, replay, replay_baseline, chain_storage, chain):
     study, storage = write_study(tmp_path, data, storage=chain_storage, lr=REPLAY_LR)
     for moment, signals in CHAINS[chain]:
         code = stop_at(study, storage, moment, signals, replay)
@@ -259,8 +277,7 @@ def test_launch_stopped_before_inside_and_at_the_end_of_epochs_loses_nothing(
             assert code == HARD_STOP_EXIT
             logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
             assert "hard stop: " in logs
-    finish = start("launch", study, "--workers", "2", *replay)
-    assert finish.wait(timeout=300) == 0
+    assert launch_replay_here(study, curves) == 0  # relaunched: finishes what the stops left
     check_finished_like(replay_baseline, storage, REPLAY_PLANNED)
 
 
@@ -269,7 +286,7 @@ def test_worker_group_sigint_reaches_loader_workers_and_sigkilled_launch_orphans
     study, storage = write_study(tmp_path, data)
 
     # Only launch creates a study; --workers 0 creates it without training anything.
-    assert start("launch", study, "--workers", "0").wait(timeout=120) == 0
+    assert in_process("launch", study, "--workers", "0") == 0
     assert rows(storage, db.epochs) == []
 
     # A worker and its loader workers get SIGINT together (a terminal's Ctrl-C): released, exit 0.
@@ -291,7 +308,8 @@ def test_worker_group_sigint_reaches_loader_workers_and_sigkilled_launch_orphans
              timeout=120)
     check_stopped_cleanly(storage, study)
 
-    finish = start("launch", study, "--workers", "2")
+    # One process trains what is left (its in-process worker: SAAN_HPO_THREADS=1 as the others).
+    finish = start("launch", study, "--workers", "1")
     assert finish.wait(timeout=300) == 0
     check_finished_like(baseline, storage)
 
