@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -87,6 +88,49 @@ def create_study(study: Path, storage: str | None = None) -> None:
 def cli(*args: str, timeout: float = 300, cwd: Path | None = None, env: dict | None = None):
     return subprocess.run([sys.executable, "-m", "hpo.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+# ``saan-hpo ...`` in the test process (``hpo.cli.main``), for checks of values that need no
+# process of their own: each process that imports torch costs seconds of start-up. A command's
+# own process (its exit code, what it prints there, signals) keeps cli() above.
+_MAIN_LOGGERS = ("", "optuna")  # main replaces their handlers and levels (hpo/cli/logs.py)
+
+
+@dataclass
+class Done:
+    """What ``subprocess.run`` would have returned: exit code, stdout, stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(*args) -> int:
+    """``main([...])``'s exit code; the loggers main reconfigures are put back afterwards."""
+    import logging
+
+    from hpo.cli import main
+
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate)
+             for logger in map(logging.getLogger, _MAIN_LOGGERS)]
+    try:
+        return main([str(a) for a in args])
+    finally:
+        for logger, handlers, level, propagate in saved:
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            for handler in handlers:
+                logger.addHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def run_here(capsys, *args) -> Done:
+    """in_process() with this command's output (log lines included) read from ``capsys``."""
+    capsys.readouterr()  # only this command's output
+    code = in_process(*args)
+    out = capsys.readouterr()
+    return Done(code, out.out, out.err)
 
 
 def stored_rungs(storage: str, study: str) -> list[tuple[int, list[int], list[int]]]:

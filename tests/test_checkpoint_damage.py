@@ -23,8 +23,7 @@ import sqlalchemy as sa
 from model import checkpoint_file
 from model.checkpoint_file import DamagedCheckpoint
 from hpo.service import db
-from cli_in_process import in_process
-from studyfiles import cli, epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
+from studyfiles import cli, in_process, epoch_rows, oracle, stored_rungs, study_rows, write_curves, write_study
 
 SMALL_GRID = {"lr": [1e-3, 1e-4], "batch_size": [64, 32]}  # 4 configurations
 # rungs at 1, 3, 7 epochs; value of point i after epoch e

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_in_process import in_process
+from studyfiles import in_process
 
 REPO = Path(__file__).resolve().parents[1]
 

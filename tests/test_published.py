@@ -28,8 +28,7 @@ from hpo.readers.stored_scores import store_export_scores
 from hpo.readers.table import ATTR_METRICS, TEST_SCORE_COLUMNS
 from hpo.service.optuna_link import store_finished_trial_attrs, trial_id
 from model.config import ConfigError
-from published_in_process import run_here
-from studyfiles import BLOG_GRID, cli
+from studyfiles import BLOG_GRID, cli, run_here
 from test_report import build_study
 
 ROOT = Path(__file__).resolve().parent.parent

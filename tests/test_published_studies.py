@@ -32,8 +32,7 @@ from hpo.readers.table import (ATTR_METRICS, ATTR_PREDICTIONS, TEST_SCORE_COLUMN
 from hpo.scheduling.spec import load_spec
 from hpo.scheduling.synthetic_twin import synthetic_mapping, synthetic_override, synthetic_study_text
 from hpo.service import db
-from published_in_process import run_here
-from studyfiles import cli, epoch_rows, study_rows
+from studyfiles import cli, epoch_rows, run_here, study_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = ROOT / "studies"

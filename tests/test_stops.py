@@ -28,8 +28,7 @@ import sqlalchemy as sa
 
 from hpo.service import db
 from hpo.service.stops import HARD_STOP_EXIT
-from cli_in_process import in_process
-from studyfiles import live_processes_naming, write_curves
+from studyfiles import in_process, live_processes_naming, write_curves
 
 PLANNED = 8  # 4 configurations, eta 2, rungs at epochs 1 and 3: 4*1 + 2*2
 # The replayed chains' grid: 8 configurations, 8*1 + 4*2 = 16 epochs, so that every moment of a
