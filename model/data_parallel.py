@@ -21,6 +21,12 @@ of a batch is made global:
 What differs from one process is only the order of float additions, so values
 agree within float tolerance, not bit for bit (tests/test_data_parallel.py
 measures it). Only rank 0 validates and writes; the others train.
+
+A gang of one (``world == 1``) is the single process exactly: the converted
+layers then run plain BatchNorm and F.dropout, so a worker's trainer can be
+converted when its first gang forms and train alone again between gangs.
+Between epochs rank 0 and its members agree on what comes next in one small
+all-reduce (``Gang.exchange``): train epoch e, or disband; and who leaves.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_TIMEOUT_S = 60.0  # a dead rank makes the others' collectives raise after this
@@ -72,6 +79,28 @@ class Gang:
         dist.all_reduce(value)
         return value
 
+    def exchange(self, command: int, epoch: int, leaving: bool, device=None) -> tuple[int, int, list[int]]:
+        """Rank 0's command for the next step and every rank's wish to leave, known to all.
+
+        One all-reduce of (command, epoch, leave flag per rank): rank 0 writes the first
+        two, each rank its own flag. Returns (command, epoch, ranks that leave)."""
+        slots = torch.zeros(2 + self.world, dtype=torch.int64, device=device)
+        if self.leader:
+            slots[0], slots[1] = command, epoch
+        slots[2 + self.rank] = int(leaving)
+        dist.all_reduce(slots)
+        flags = slots[2:].tolist()
+        return int(slots[0]), int(slots[1]), [r for r, f in enumerate(flags) if f]
+
+    def broadcast_bytes(self, payload: bytes | None, device=None) -> bytes:
+        """Rank 0's ``payload`` on every rank (a trainer's state when a gang forms)."""
+        size = torch.tensor([len(payload) if self.leader else 0], dtype=torch.int64, device=device)
+        dist.broadcast(size, 0)
+        buffer = (torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device) if self.leader
+                  else torch.empty(int(size), dtype=torch.uint8, device=device))
+        dist.broadcast(buffer, 0)
+        return payload if self.leader else buffer.cpu().numpy().tobytes()
+
 
 def slice_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
     """Rank ``rank``'s contiguous rows of a batch of ``size``: as even as can be, in rank order."""
@@ -81,9 +110,13 @@ def slice_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
 
 
 def join(address: str, rank: int, world: int, timeout_s: float = DEFAULT_TIMEOUT_S,
-         backend: str | None = None) -> Gang:
-    """Join the gang whose rank 0 listens at ``address`` (host:port); gloo on CPU, NCCL on CUDA."""
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+         backend: str | None = None, device: str | None = None) -> Gang:
+    """Join the gang whose rank 0 listens at ``address`` (host:port); gloo on CPU, NCCL on CUDA.
+
+    ``timeout_s`` bounds the rendezvous and, after it, every collective: a rank that
+    died makes the others' next collective raise within it rather than hang."""
+    if backend is None:
+        backend = "nccl" if str(device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda") else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://{address}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=timeout_s))
     return Gang(rank, world)
@@ -128,8 +161,10 @@ class GangBatchNorm(nn.BatchNorm2d):
         if input.dim() < 2:
             raise ValueError(f"expected (N, C, ...) input, got {input.dim()}D")
 
+    gang: Gang | None = None  # set by convert(); a gang of one runs plain BatchNorm
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
+        if not self.training or self.gang is None or self.gang.world == 1:
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = (1, -1) + (1,) * (x.dim() - 2)
@@ -159,6 +194,8 @@ class GangDropout(nn.Module):
         self.p, self.gang = p, gang
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gang.world == 1:
+            return F.dropout(x, self.p, self.training)  # alone: exactly nn.Dropout
         if not self.training or self.p == 0:
             return x
         if self.p == 1:
@@ -169,15 +206,21 @@ class GangDropout(nn.Module):
 
 
 def convert(model: nn.Module, gang: Gang) -> nn.Module:
-    """Replace, in place, every BatchNorm by a GangBatchNorm (same state) and every Dropout
-    by a GangDropout; eval-mode layers (frozen parts) behave exactly as before."""
+    """Replace, in place, every BatchNorm by a GangBatchNorm and every Dropout by a
+    GangDropout, both following ``gang`` (whose rank and world may change later);
+    eval-mode layers (frozen parts) behave exactly as before.
+
+    The new layers take the old ones' parameter and buffer objects themselves, not
+    copies, so an optimizer built before the conversion still steps them."""
     for name, child in list(model.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GangBatchNorm):
             synced = GangBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats).to(next(child.buffers()).device)
-            synced.load_state_dict(child.state_dict())
-            for p_new, p_old in zip(synced.parameters(), child.parameters()):
-                p_new.requires_grad_(p_old.requires_grad)
+                                   child.track_running_stats)
+            for key, param in child.named_parameters(recurse=False):
+                setattr(synced, key, param)
+            for key, buf in child.named_buffers(recurse=False):
+                synced.register_buffer(key, buf)
+            synced.gang = gang
             synced.train(child.training)
             setattr(model, name, synced)
         elif isinstance(child, nn.Dropout):

@@ -231,7 +231,7 @@ class Trainer:
         the caller has joined the gang. Every rank must be built from the same config and,
         to resume, load the same checkpoint."""
         self.cfg, t = cfg, cfg.trainer
-        self.gang = gang
+        self._gang = gang  # the converted layers' Gang; see the gang property and use_gang
         self.log = _Log(log)
         self.device = resolve_device(device or t.device)
         self.on_cuda = self.device.type == "cuda"
@@ -258,7 +258,8 @@ class Trainer:
 
             convert(self.model, gang)
         # forward(x, style): the model, or the process's compiled call of it (not in a gang:
-        # its layers call collectives, which the compiled graph would break around)
+        # its layers call collectives, which the compiled graph would break around; a
+        # worker's trainer that joins gangs later trains its gang epochs uneager, _forward)
         compile_it = t.compile and gang is None
         self.forward = functools.partial(compiled_model_call(), self.model) if compile_it else self.model
         self.feed = Feed(cfg.data, self.model, self.device, self.memory_format, self.log)
@@ -277,6 +278,24 @@ class Trainer:
         random.seed(t.seed)
         self.epoch = 0
         self.history: list[dict] = []
+
+    @property
+    def gang(self) -> "Gang | None":
+        """The gang this trainer's epochs train in now; None alone (a gang of one is alone)."""
+        return self._gang if self._gang is not None and self._gang.world > 1 else None
+
+    def use_gang(self, rank: int, world: int) -> None:
+        """Train the next epochs as rank ``rank`` of ``world`` (the caller has joined the
+        process group; world 1: alone again). The first call converts the model's
+        BatchNorm and Dropout layers (model/data_parallel.py), keeping their parameters,
+        so the optimizer and the state are untouched; a converted model alone trains
+        as the plain one does."""
+        if self._gang is None:
+            from model.data_parallel import Gang, convert
+
+            self._gang = Gang(rank, world)
+            convert(self.model, self._gang)
+        self._gang.rank, self._gang.world = rank, world
 
     # ---- training ------------------------------------------------------------
     def fit(self, until_epoch: int, on_epoch_end: EpochCallback | None = None,
@@ -344,7 +363,7 @@ class Trainer:
                 x, target = x[rows], target[rows]
                 style = None if style is None else (style[0][rows], style[1][rows])
             with self._autocast():
-                pred = self.forward(x, style)
+                pred = (self.model if self.gang is not None else self.forward)(x, style)
             if self.gang is None:
                 loss = self._loss(pred.float(), target)
             else:  # the slice's share of the global batch's mean loss

@@ -51,7 +51,7 @@ SCHEDULER_KINDS = tuple(POLICIES)
 METRICS = ("srcc", "plcc", "accuracy", "mse", "train_loss")
 STUDY_KEYS = {"name", "storage", "artifacts", "metric", "direction", "lease_seconds", "description",
               "priority", "time_budget", "tensorboard", "mlflow", "max_retries", "data_parallel",
-              "min_rank_batch", "max_gang"}
+              "min_rank_batch", "max_gang", "gang_timeout"}
 # [study] data_parallel: "auto" trains a trial's epoch on a gang of idle workers on CUDA
 # workers only (CPU values stay bit for bit: docs/design.md, "Data-parallel epochs");
 # "on" forces gangs on any device (replay benchmarks and tests); "off" never.
@@ -120,6 +120,10 @@ class StudySpec:
     data_parallel: str = "auto"
     min_rank_batch: int = DEFAULT_MIN_RANK_BATCH
     max_gang: int = DEFAULT_MAX_GANG
+    # Seconds a gang's rendezvous and each of its collectives may take
+    # (hpo/service/rendezvous.py): a member that died mid-epoch makes the holder's
+    # next collective raise within this, and the epoch is discarded.
+    gang_timeout: float = 60.0
 
     @property
     def gang_limits(self) -> GangLimits:
@@ -205,7 +209,8 @@ class StudySpec:
                 "priority": self.priority, "time_budget": self.time_budget,
                 "max_retries": self.max_retries, "tensorboard": self.tensorboard,
                 "mlflow": self.mlflow, "data_parallel": self.data_parallel,
-                "min_rank_batch": self.min_rank_batch, "max_gang": self.max_gang}
+                "min_rank_batch": self.min_rank_batch, "max_gang": self.max_gang,
+                "gang_timeout": self.gang_timeout}
 
     def spec_hash(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True, default=str)
@@ -276,6 +281,9 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(source, f"study.{key}", f"expected an integer >= 1, got {value!r}")
         gang_ints[key] = value
+    gang_timeout = study.get("gang_timeout", 60)
+    if isinstance(gang_timeout, bool) or not isinstance(gang_timeout, (int, float)) or not gang_timeout > 0:
+        raise ConfigError(source, "study.gang_timeout", f"expected a number of seconds > 0, got {gang_timeout!r}")
     for key in ("storage", "artifacts", "description", "tensorboard"):
         if key in study and not isinstance(study[key], str):
             raise ConfigError(source, f"study.{key}", f"expected a string, got {study[key]!r}")
@@ -317,6 +325,7 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str) -> StudySpec:
         description=study.get("description", ""),
         space=space,
         data_parallel=data_parallel,
+        gang_timeout=float(gang_timeout),
         **gang_ints,
     )
     return spec

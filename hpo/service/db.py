@@ -113,11 +113,16 @@ workers = sa.Table(
     # offer lives while heartbeat_at is fresh); gang_trial / gang_holder /
     # gang_rank / gang_epoch: the running trial whose holder took it, from which
     # epoch, at which rank. Written only by conditional updates (one holder per offer).
+    # gang_addr / gang_world: where the holder's process group waits (host:port) and
+    # its size, published once the gang is complete (training runs only;
+    # hpo/service/rendezvous.py); a member joins when it sees an address it has not joined.
     sa.Column("gang_offer", sa.String(16)),
     sa.Column("gang_trial", sa.Integer),
     sa.Column("gang_holder", sa.String(64)),
     sa.Column("gang_rank", sa.Integer),
     sa.Column("gang_epoch", sa.Integer),
+    sa.Column("gang_addr", sa.String(128)),
+    sa.Column("gang_world", sa.Integer),
 )
 
 epochs = sa.Table(

@@ -23,8 +23,10 @@ No service of its own: the workers table carries it (hpo/service/db.py, the
   should the holder die, as soon as the trial's lease is no longer held.
 
 Replay workers (hpo/service/trial_runs.py, ReplayRun) shorten the holder's
-epoch to ``epoch_seconds / (k x efficiency)``; real training in gangs (rendezvous,
-DDP in workers) is not built yet.
+epoch to ``epoch_seconds / (k x efficiency)``. Training workers also form a
+process group per gang: the holder publishes its address in the members' rows
+(``publish``) and the epochs' protocol runs between the processes
+(hpo/service/rendezvous.py); the rows still say who is in which gang.
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def device_kind(device: str | None) -> str:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A member's place: trial ``number`` held by ``holder``, at ``rank``, from ``epoch``."""
+    """A member's place: trial ``number`` held by ``holder``, at ``rank``, from ``epoch``;
+    ``address`` and ``world``: the holder's process group, once published (training runs)."""
 
     number: int
     holder: str
     rank: int
     epoch: int
+    address: str | None = None
+    world: int | None = None
 
 
 class GangBoard:
@@ -100,7 +105,8 @@ class GangBoard:
         w, t = db.workers.c, db.trials.c
         now = time.time()
         with self.engine.begin() as conn:
-            row = conn.execute(sa.select(w.gang_trial, w.gang_holder, w.gang_rank, w.gang_epoch)
+            row = conn.execute(sa.select(w.gang_trial, w.gang_holder, w.gang_rank, w.gang_epoch,
+                                         w.gang_addr, w.gang_world)
                                .where(w.id == worker_id)).first()
             if row is None or row.gang_trial is None:
                 return None
@@ -112,7 +118,20 @@ class GangBoard:
                     w.id == worker_id, w.gang_trial == row.gang_trial,
                     w.gang_holder == row.gang_holder).values(**_FREE))
                 return None
-        return Assignment(row.gang_trial, row.gang_holder, row.gang_rank or 0, row.gang_epoch or 0)
+        return Assignment(row.gang_trial, row.gang_holder, row.gang_rank or 0, row.gang_epoch or 0,
+                          row.gang_addr, row.gang_world)
+
+    def free(self, worker_id: str) -> None:
+        """A member leaves its gang (it failed or was disbanded) and may be taken again."""
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(db.workers.c.id == worker_id).values(**_FREE))
+
+    def params(self, number: int) -> dict:
+        """Trial ``number``'s parameters (a member builds its trainer from them)."""
+        t = db.trials.c
+        with self.engine.connect() as conn:
+            return json.loads(conn.execute(sa.select(t.params_json).where(
+                t.study == self.study, t.number == number)).scalar_one())
 
     # ---- the holder's side ------------------------------------------------
     def regroup(self, holder_id: str, number: int, next_epoch: int, kind: str) -> tuple[str, ...]:
@@ -164,12 +183,32 @@ class GangBoard:
                 .values(**_FREE))
         return tuple(gang)
 
+    def publish(self, holder_id: str, number: int, members: tuple[str, ...], address: str) -> bool:
+        """Tell ``members`` (rank order) where the holder's process group waits; False when
+        one of them is no longer this holder's (it left or died), so nobody is told."""
+        w = db.workers.c
+        try:
+            with self.engine.begin() as conn:
+                for rank, member in enumerate(members, start=1):
+                    told = conn.execute(db.workers.update().where(
+                        w.id == member, w.gang_trial == number, w.gang_holder == holder_id).values(
+                        gang_rank=rank, gang_addr=address, gang_world=len(members) + 1)).rowcount
+                    if told != 1:
+                        raise _NotTold  # rolls the others back
+        except _NotTold:
+            return False
+        return True
+
     def dissolve(self, holder_id: str, number: int) -> None:
         """The holder's stint is over: its members go back to the pool."""
         w = db.workers.c
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(w.gang_trial == number,
                                                    w.gang_holder == holder_id).values(**_FREE))
+
+
+class _NotTold(Exception):
+    pass
 
 
 def gangs_of(conn: sa.Connection, study: str) -> dict[int, list[str]]:

@@ -34,7 +34,7 @@ def spec_from_row(row: Any, storage_url: str) -> StudySpec:
     settings = json.loads(row.settings_json) if getattr(row, "settings_json", None) else {}
     # Studies created by an older version stored fewer keys: the rest keep their defaults.
     for key in ("lease_seconds", "description", "time_budget", "max_retries", "tensorboard", "mlflow",
-                "data_parallel", "min_rank_batch", "max_gang"):
+                "data_parallel", "min_rank_batch", "max_gang", "gang_timeout"):
         if settings.get(key) is not None:
             study[key] = settings[key]
     if getattr(row, "priority", None) is not None:

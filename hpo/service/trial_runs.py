@@ -184,8 +184,9 @@ def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurv
                 gang_efficiency: float = 1.0) -> Callable[[Mapping[str, Any]], TrialRun]:
     """How the worker turns a claimed trial's params into a run.
 
-    A factory whose runs can train in gangs says so (``trains_in_gangs``): only
-    replays yet; SAAN in gangs needs the rendezvous in workers (issue 20, not built).
+    A factory whose runs can train in gangs says so (``trains_in_gangs``): both.
+    SAAN runs also say ``forms_process_groups``: their gangs train as real ranks
+    (hpo/service/rendezvous.py), where a replay holder only shortens its sleep.
     """
     if curves is not None:
         def replay(params: Mapping[str, Any]) -> TrialRun:
@@ -193,4 +194,9 @@ def run_factory(spec: StudySpec, device: str | None = None, curves: LearningCurv
 
         replay.trains_in_gangs = True  # type: ignore[attr-defined]
         return replay
-    return lambda params: SaanRun(spec, params, device)
+    def saan(params: Mapping[str, Any]) -> TrialRun:
+        return SaanRun(spec, params, device)
+
+    saan.trains_in_gangs = True  # type: ignore[attr-defined]
+    saan.forms_process_groups = True  # type: ignore[attr-defined]
+    return saan

@@ -78,6 +78,7 @@ from hpo.service.brackets import open_ready_brackets
 from hpo.service.checkpoints import CheckpointStore
 from hpo.service.coordination import Claim, Coordinator
 from hpo.service.gang_offers import GangBoard, device_kind
+from hpo.service.rendezvous import GangFault, HolderLink, is_gang_fault, train_as_member
 from hpo.service.stops import (HARD_STOP_EXIT, HARD_STOP_SIGNAL, PARENT_GONE_SIGNAL, StopRequests,
                                 parent_gone)
 from hpo.service.trackers import Tracker, tracker_for
@@ -138,11 +139,14 @@ class Worker:
         # One thread, so checkpoints land and are recorded in epoch order (see the module docstring).
         self.writer = OrderedWriter("saan-hpo-checkpoint")
         # Gangs (hpo/service/gang_offers.py): when the study turns them on for this
-        # device kind and the runs can train in them (replays only, so far).
+        # device kind and the runs can train in them (replays, and SAAN runs, which
+        # also form process groups: hpo/service/rendezvous.py).
         self.device_kind = device_kind(device)
         self.gangs = (GangBoard(coordinator.engine, spec) if spec.gangs_on(self.device_kind)
                       and getattr(make_run, "trains_in_gangs", False) else None)
+        self.forms_process_groups = bool(getattr(make_run, "forms_process_groups", False))
         self.gang_place = None  # this worker's gang assignment while it is a member
+        self.joined: tuple | None = None  # the last process group this worker joined as a member
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
@@ -221,6 +225,8 @@ class Worker:
         if self.gangs is not None and self._in_gang():
             # A member claims nothing: its holder gives it back at an epoch boundary
             # (at once when trials wait), or it is freed when the holder's lease goes.
+            if self._train_as_member():
+                return TRAINED
             self.stop_requested.wait(self.poll_seconds)
             return IDLE
         if self.gangs is not None and not db.retrying(self.gangs.retract, self.worker_id, log=log):
@@ -246,6 +252,20 @@ class Worker:
         elif place is None and before is not None:
             log.info("left trial %d's gang", before.number)
         return place is not None
+
+    def _train_as_member(self) -> bool:
+        """Train the holder's epochs in its process group once it publishes one this
+        worker has not joined (training runs only; replay members only wait)."""
+        place = self.gang_place
+        if not self.forms_process_groups or place is None or place.address is None:
+            return False
+        group = (place.number, place.holder, place.address)
+        if group == self.joined:
+            return False  # that group is over; the holder publishes the next one
+        self.joined = group
+        train_as_member(place, self.make_run, self.gangs, self.worker_id, self.spec.gang_timeout,
+                        self.device, self.stop_requested.is_set, self.stops.hard.is_set)
+        return True
 
     def _remove_orphans(self) -> None:
         """Checkpoint files of the finished study that no trial points to (left by a store fault)."""
@@ -433,6 +453,10 @@ class Stint:
         self.lease_lost = False  # set on the writer thread when recording finds another owner
         self.writing: Future | None = None  # the last epoch's write-then-record, in the background
         self.gang: tuple[str, ...] = ()  # the members training the epoch in flight with this holder
+        # A training run's gangs are process groups too (hpo/service/rendezvous.py).
+        self.link = (HolderLink(worker.gangs, worker.worker_id, claim.number, self.trial_run,
+                                worker.spec.gang_timeout, worker.device)
+                     if worker.gangs is not None and worker.forms_process_groups else None)
 
     def _resume(self, claim: Claim) -> tuple[Claim, TrialRun]:
         worker = self.worker
@@ -488,18 +512,31 @@ class Stint:
         a hard stop raises out of ``fit``."""
         worker = self.worker
         until = worker.stint_end(self.claim)
+        clean = False
         try:
             if self.trial_run.epoch < until and not worker.stop_requested.is_set():
                 self.regroup()  # the stint's start is an epoch boundary too
                 self.trial_run.fit(until, on_epoch_end=self.on_epoch_end,
                                    should_abort=worker.stops.hard.is_set)
+            clean = True
+        except Exception as err:
+            if self.link is None or not (self.link.members or isinstance(err, GangFault)) \
+                    or not is_gang_fault(err):
+                raise
+            # A rank died or left mid-epoch: that epoch is lost, never recorded. A stop,
+            # not a retry: the trial is released and resumes from its checkpoint.
+            self.wait_recorded()  # the epochs before it are durable and recorded
+            log.warning("trial %d: its gang broke during epoch %d (%s); that epoch is discarded "
+                        "and the trial released, resumable from epoch %d", self.claim.number,
+                        self.trial_run.epoch + 1, err, self.durable)
+            self.ended = STOPPED
         finally:
             # Also when fit raised (a hard stop, a failing epoch): the epoch
             # before it is recorded, so the trial resumes from there.
             try:
                 self.wait_recorded()
             finally:
-                self.dissolve()
+                self.dissolve(clean)
         if self.lease_lost:
             return LEASE_LOST
         if self.ended is not None:
@@ -542,6 +579,8 @@ class Stint:
         number, epoch = self.claim.number, self.trial_run.epoch + 1
         gang = db.retrying(worker.gangs.regroup, worker.worker_id, number, epoch,
                            worker.device_kind, log=log)[1:]
+        if self.link is not None:
+            gang = self.link.start_epoch(gang, epoch)  # fewer when forming it failed
         if gang != self.gang:
             log.info("trial %d epoch %d: %s", number, epoch,
                      f"gang of {len(gang) + 1} ({', '.join(gang)} with the holder)" if gang
@@ -549,8 +588,15 @@ class Stint:
         self.gang = gang
         self.trial_run.ranks = len(gang) + 1
 
-    def dissolve(self) -> None:
+    def dissolve(self, clean: bool = True) -> None:
+        """The stint's end: members back to the pool. ``clean``: told so over the process
+        group; otherwise (the epoch raised) it is torn down and their collectives raise."""
         worker = self.worker
+        if self.link is not None:
+            if clean:
+                self.link.finish()
+            else:
+                self.link.abandon()
         if worker.gangs is None or not self.gang:
             return
         self.gang = ()
