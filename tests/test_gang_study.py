@@ -296,13 +296,14 @@ def test_a_study_from_before_gangs_opens_and_runs_with_them(tmp_path):
     create_study(study)
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:  # the tables as the release before gangs made them
-        for column in ("gang_offer", "gang_trial", "gang_holder", "gang_rank", "gang_epoch"):
+        for column in ("gang_offer", "gang_trial", "gang_holder", "gang_rank", "gang_epoch",
+                       "gang_addr", "gang_world"):
             conn.execute(f"ALTER TABLE saan_workers DROP COLUMN {column}")
         conn.execute("ALTER TABLE saan_epochs DROP COLUMN gang_json")
     assert "gangs (data_parallel)" not in render_status(spec, spec.storage)  # adds the columns
     with sqlite3.connect(path) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(saan_workers)")}
-    assert {"gang_offer", "gang_trial"} <= columns
+    assert {"gang_offer", "gang_trial", "gang_addr", "gang_world"} <= columns
     run_threads(study, curves, workers=2, seconds=0.0)
     expected, _ = oracle(table, 2, blog_boundaries())
     assert stored_rungs(spec.storage, spec.name) == expected

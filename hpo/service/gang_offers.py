@@ -199,12 +199,14 @@ class GangBoard:
             return False
         return True
 
-    def dissolve(self, holder_id: str, number: int) -> None:
-        """The holder's stint is over: its members go back to the pool."""
+    def dissolve(self, holder_id: str, number: int, keep_offers: bool = True) -> None:
+        """The holder's stint is over: its members go back to the pool. After a broken
+        gang (``keep_offers`` False) their offers go too: the dead one is not taken
+        again, and the live ones offer themselves anew at their next idle turn."""
         w = db.workers.c
         with self.engine.begin() as conn:
-            conn.execute(db.workers.update().where(w.gang_trial == number,
-                                                   w.gang_holder == holder_id).values(**_FREE))
+            conn.execute(db.workers.update().where(w.gang_trial == number, w.gang_holder == holder_id)
+                         .values(**(_FREE if keep_offers else NO_GANG)))
 
 
 class _NotTold(Exception):

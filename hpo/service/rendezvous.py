@@ -50,12 +50,19 @@ class GangFault(Exception):
 
 
 def is_gang_fault(err: BaseException) -> bool:
-    """Whether ``err`` is a collective's failure (a rank gone), not the training's own error."""
+    """Whether ``err`` is a collective's failure (a rank gone), not the training's own error.
+
+    NCCL's and the store's failures are DistError; gloo's are plain RuntimeErrors
+    whose message names gloo ("[.../gloo/transport/tcp/pair.cc] Connection reset by
+    peer"). A training error of its own stays a failure (retried, then FAILED)."""
     if isinstance(err, GangFault):
         return True
     import torch.distributed as dist  # only asked of a run that trained in a gang
 
-    return isinstance(err, dist.DistError)
+    if isinstance(err, dist.DistError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("gloo" in text or "nccl" in text)
 
 
 def local_host() -> str:

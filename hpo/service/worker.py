@@ -601,7 +601,7 @@ class Stint:
             return
         self.gang = ()
         self.trial_run.ranks = 1
-        db.retrying(worker.gangs.dissolve, worker.worker_id, self.claim.number, log=log)
+        db.retrying(worker.gangs.dissolve, worker.worker_id, self.claim.number, clean, log=log)
 
     def wait_recorded(self) -> None:
         """Wait for the background write and record of the last epoch; its error is raised here."""
