@@ -5,6 +5,8 @@ intermediate values, the rung ladder is the stored rung decisions (synchronous
 halving) or what :func:`hpo.readers.rung_history.rung_summaries` reads off the
 reported values (Optuna's asynchronous pruners), the budget is ``saan_epochs``,
 and the winner is Optuna's ``best_trial`` -- the trial ``saan-hpo export`` names.
+Gangs (issue 20) are read from each epoch row's ``gang_json``: the worker timeline
+shows which workers trained which trial, when, and at which rank count.
 
 ``hpo.report.figures`` turns a snapshot into plotly figures, ``hpo.report.page``
 into the HTML page; ``hpo.report.output`` writes it, ``hpo.report.png`` exports
@@ -68,6 +70,16 @@ class EpochRecord:
     finished_at: float
     value: float | None
     kept: bool
+    # The members that trained it with ``worker`` (its holder), from saan_epochs.gang_json;
+    # () when trained alone. The worker timeline draws a bar on each member's row too.
+    gang: tuple[str, ...] = ()
+
+
+@dataclass
+class MemberEpoch(EpochRecord):
+    """A gang member's copy of an epoch its holder recorded: ``worker`` is the member."""
+
+    holder: str = ""
 
 
 @dataclass
@@ -92,6 +104,13 @@ class ReportData:
     @property
     def by_number(self) -> dict[int, TrialView]:
         return {t.number: t for t in self.trials}
+
+    @property
+    def member_epochs(self) -> list[MemberEpoch]:
+        """One record per (epoch, gang member): the holder alone records an epoch, and the
+        worker timeline draws each member's share on the member's own row too."""
+        return [MemberEpoch(**{**vars(r), "worker": member, "holder": r.worker})
+                for r in self.epochs for member in r.gang]
 
 
 def collect(name: str, storage_url: str) -> ReportData:
@@ -130,9 +149,10 @@ def collect(name: str, storage_url: str) -> ReportData:
     by_number = {t.number: t for t in trials}
     workers = {w.id: _worker_label(w) for w in worker_rows}
     epochs = [EpochRecord(r.number, r.epoch, r.worker or "?", r.started_at, r.finished_at,
-                          r.value, bool(r.kept)) for r in epoch_rows]
+                          r.value, bool(r.kept), _gang(r)) for r in epoch_rows]
     for record in epochs:
-        workers.setdefault(record.worker, record.worker)
+        for worker in (record.worker, *record.gang):
+            workers.setdefault(worker, worker)
     finished = bool(trials) and all(t.state in ("complete", "pruned", "fail") for t in trials)
     data = ReportData(
         spec=spec, storage=db.mask_url(storage_url), trials=trials,
@@ -144,6 +164,13 @@ def collect(name: str, storage_url: str) -> ReportData:
         test_scores={t.number: s for t in frozen if (s := stored_test_scores(t.user_attrs))})
     data.published = published_ladder(data)
     return data
+
+
+def _gang(row) -> tuple[str, ...]:
+    # getattr: a read-only database from before gangs has no gang_json column
+    # (db.reading adds missing columns only where it may write).
+    text = getattr(row, "gang_json", None)
+    return tuple(json.loads(text)) if text else ()
 
 
 def _worker_label(row) -> str:

@@ -511,6 +511,7 @@ def stints(records, pauses: set[int] = frozenset()) -> list[list]:
     A bar never runs on past an epoch in ``pauses`` (the rung boundaries of
     synchronous halving): a trial paused there and resumed by the same worker
     soon after is two bars, so the time it waited is not drawn as training.
+    Nor past a change of gang: a bar's hover names one gang (:func:`gang_note`).
     """
     durations = [r.finished_at - r.started_at for r in records] or [0.0]
     slack = 1.0 + 0.5 * statistics.median(durations)
@@ -521,6 +522,7 @@ def stints(records, pauses: set[int] = frozenset()) -> list[list]:
         if (current is not None and current[-1].number == record.number
                 and current[-1].epoch + 1 == record.epoch and current[-1].kept == record.kept
                 and current[-1].epoch not in pauses
+                and (current[-1].gang, holder_of(current[-1])) == (record.gang, holder_of(record))
                 and record.started_at - current[-1].finished_at <= slack):
             current.append(record)
             continue
@@ -530,44 +532,84 @@ def stints(records, pauses: set[int] = frozenset()) -> list[list]:
     return merged
 
 
-def worker_timeline(data) -> go.Figure:
+def holder_of(record) -> str:
+    return getattr(record, "holder", record.worker)  # a MemberEpoch names its holder
+
+
+def gang_note(record, name) -> str:
+    """``gang of 4 (holder w1; members w2, w3, w4)``, ``""`` for an epoch trained alone;
+    ``name(worker_id)`` is how the figure names a worker (escaped)."""
+    if not record.gang:
+        return ""
+    members = ", ".join(name(m) for m in record.gang)
+    return f"gang of {len(record.gang) + 1} (holder {name(holder_of(record))}; members {members})"
+
+
+def stint_bars(data, bars: list[list], labels: dict[str, str], member: bool) -> dict[str, list]:
+    """The columns of one go.Bar trace: a holder's (or lone worker's) stints, or members'."""
     trials = data.by_number
     boundaries = set(data.spec.boundaries)
     last_epoch = {t.number: t.epochs for t in data.trials}
+    short = lambda w: esc(w[-6:])  # noqa: E731 -- the id as the row labels end: [abc123]
+    columns: dict[str, list] = {k: [] for k in ("base", "x", "y", "colour", "text", "hover", "line")}
+    for bar in bars:
+        first, last = bar[0], bar[-1]
+        trial = trials.get(first.number)
+        params = trial.params if trial else {}
+        columns["base"].append(_when(first.started_at))
+        columns["x"].append(max(1.0, (last.finished_at - first.started_at) * 1000.0))
+        columns["y"].append(labels.get(first.worker, esc(first.worker)))
+        columns["colour"].append(colour_of(data, params))
+        columns["line"].append("#d62728" if not first.kept else "#333")
+        span = f"{first.epoch}" if first.epoch == last.epoch else f"{first.epoch}-{last.epoch}"
+        columns["text"].append(f"#{first.number} e{span}")
+        note = ""
+        if not first.kept:
+            note = "<br>not kept: the lease was lost, another worker redid it"
+        elif last.epoch in boundaries and last.epoch < last_epoch.get(first.number, 0):
+            note = f"<br>paused at epoch {last.epoch}, resumed later"
+        gang = gang_note(first, short)
+        role = " (as gang member)" if member else ""
+        columns["hover"].append(f"<b>trial {first.number}</b>{role}<br>{params_text(params)}<br>"
+                                f"epochs {span}" + (f", {gang}" if gang else "") + "<br>"
+                                f"{(last.finished_at - first.started_at):.1f}s" + note)
+    return columns
+
+
+def worker_timeline(data) -> go.Figure:
     labels = {w: f"{esc(label)} [{esc(w[-6:])}]" for w, label in data.workers.items()}
-    pauses = boundaries if data.spec.policy.pauses_at_rungs else set()
+    pauses = set(data.spec.boundaries) if data.spec.policy.pauses_at_rungs else set()
     bars = stints(data.epochs, pauses)
+    members = stints(data.member_epochs, pauses)
     fig = go.Figure()
     if bars:
-        base, width, y, colour, text, hover, line = [], [], [], [], [], [], []
-        for bar in bars:
-            first, last = bar[0], bar[-1]
-            trial = trials.get(first.number)
-            params = trial.params if trial else {}
-            base.append(_when(first.started_at))
-            width.append(max(1.0, (last.finished_at - first.started_at) * 1000.0))
-            y.append(labels.get(first.worker, esc(first.worker)))
-            colour.append(colour_of(data, params))
-            line.append("#d62728" if not first.kept else "#333")
-            span = f"{first.epoch}" if first.epoch == last.epoch else f"{first.epoch}-{last.epoch}"
-            text.append(f"#{first.number} e{span}")
-            note = ""
-            if not first.kept:
-                note = "<br>not kept: the lease was lost, another worker redid it"
-            elif last.epoch in boundaries and last.epoch < last_epoch.get(first.number, 0):
-                note = f"<br>paused at epoch {last.epoch}, resumed later"
-            hover.append(f"<b>trial {first.number}</b><br>{params_text(params)}<br>epochs {span}<br>"
-                         f"{(last.finished_at - first.started_at):.1f}s" + note)
+        holders = stint_bars(data, bars, labels, member=False)
         fig.add_trace(go.Bar(
-            orientation="h", base=base, x=width, y=y, text=text, customdata=hover,
-            textposition="inside", insidetextanchor="middle", textfont_size=9, name="stints",
+            orientation="h", base=holders["base"], x=holders["x"], y=holders["y"], text=holders["text"],
+            customdata=holders["hover"], textposition="inside", insidetextanchor="middle",
+            textfont_size=9, name="stints" if not members else "holder or alone",
             hovertemplate="%{customdata}<extra></extra>",
-            marker=dict(color=colour, line=dict(color=line, width=1))))
+            marker=dict(color=holders["colour"], line=dict(color=holders["line"], width=1))))
     else:
         _empty(fig, "no epoch trained yet")
+    if members:  # only a study that formed gangs: one without renders as it always did
+        bars_of = stint_bars(data, members, labels, member=True)
+        fig.add_trace(go.Bar(
+            orientation="h", base=bars_of["base"], x=bars_of["x"], y=bars_of["y"], text=bars_of["text"],
+            customdata=bars_of["hover"], textposition="inside", insidetextanchor="middle",
+            textfont_size=9, name="as gang member", hovertemplate="%{customdata}<extra></extra>",
+            meta={"gang_members": True}, opacity=0.55,  # the holder's colour, lighter and hatched
+            marker=dict(color=bars_of["colour"], line=dict(color=bars_of["line"], width=1),
+                        pattern=dict(shape="/", fgcolor="#fff", solidity=0.3))))
+    title = "Workers: which trial each one trained when (gaps: waiting, paused, idle)"
+    if members:
+        title = ("Workers: which trial each one trained when, alone or in a gang (hatched: as a "
+                 "gang member; gaps: waiting, paused, idle)")
     fig.update_layout(**LAYOUT, height=max(260, 70 * max(1, len(set(labels.values()))) + 140),
-                      title="Workers: which trial each one trained when (gaps: waiting, paused, idle)",
-                      xaxis_title="wall-clock time (UTC)", showlegend=False, bargap=0.3)
+                      title=title, xaxis_title="wall-clock time (UTC)", showlegend=bool(members),
+                      bargap=0.3)
+    if members:  # two traces on one row would sit side by side, each half as thick
+        fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.2))
     fig.update_xaxes(type="date")
     fig.update_yaxes(type="category", autorange="reversed")
     return fig

@@ -40,7 +40,10 @@ SECTIONS = {
     "budget": ("Budget", "Epochs trained over wall-clock time, against the plan (the axis runs to the "
                "plan; the full grid's epochs are named in the title)."),
     "worker-timeline": ("Workers", "Which trial each worker trained when; a bar is a stint of "
-                        "consecutive epochs. Gaps are pauses at a rung, waits, or idle workers."),
+                        "consecutive epochs. Gaps are pauses at a rung, waits, or idle workers. "
+                        "Gangs are shown: a trial trained by a gang has a bar on its holder's row "
+                        "and a lighter, hatched one on each member's; hovering names the gang's "
+                        "size, holder and members."),
 }
 
 STYLE = """
