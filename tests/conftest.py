@@ -54,7 +54,8 @@ def _require_env(name: str) -> str:
 # xdist's reordering by test count), so the long ones start first and the short ones fill
 # in at the end, instead of one long group starting last while the other process idles.
 SLOWEST_GROUPS = ("postgres", "test_readme.py", "test_demo_study.py", "test_bad_places.py",
-                  "test_stops.py", "test_gpu_scripts.py", "test_published_studies.py",
+                  "test_stops.py", "test_gang_training.py", "test_gpu_scripts.py",
+                  "test_published_studies.py",
                   "test_fleet.py", "test_same_name_studies.py", "test_sync_halving.py",
                   "test_faults.py", "test_data_parallel.py", "test_checkpoint_damage.py",
                   "test_published.py", "test_cli_model.py")

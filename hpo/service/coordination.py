@@ -40,7 +40,7 @@ from hpo.service import db
 FINAL_STATES = ("pruned", "complete", "failed")
 # A worker that claims or exits is in no gang and offers itself to none.
 NO_GANG = {"gang_offer": None, "gang_trial": None, "gang_holder": None, "gang_rank": None,
-           "gang_epoch": None, "gang_addr": None, "gang_world": None}
+           "gang_epoch": None, "gang_addr": None, "gang_world": None, "gang_ready": None}
 
 
 def claimable(study: str, now: float):

@@ -116,6 +116,8 @@ workers = sa.Table(
     # gang_addr / gang_world: where the holder's process group waits (host:port) and
     # its size, published once the gang is complete (training runs only;
     # hpo/service/rendezvous.py); a member joins when it sees an address it has not joined.
+    # gang_ready: 1 once the member has built its trainer for gang_trial; the holder
+    # forms its process group only with ready members, so it never waits on a build.
     sa.Column("gang_offer", sa.String(16)),
     sa.Column("gang_trial", sa.Integer),
     sa.Column("gang_holder", sa.String(64)),
@@ -123,6 +125,7 @@ workers = sa.Table(
     sa.Column("gang_epoch", sa.Integer),
     sa.Column("gang_addr", sa.String(128)),
     sa.Column("gang_world", sa.Integer),
+    sa.Column("gang_ready", sa.Integer),
 )
 
 epochs = sa.Table(

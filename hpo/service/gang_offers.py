@@ -126,6 +126,21 @@ class GangBoard:
         with self.engine.begin() as conn:
             conn.execute(db.workers.update().where(db.workers.c.id == worker_id).values(**_FREE))
 
+    def ready(self, worker_id: str, place: "Assignment") -> None:
+        """This member has built its trainer for ``place``'s trial: the holder may form with it."""
+        w = db.workers.c
+        with self.engine.begin() as conn:
+            conn.execute(db.workers.update().where(
+                w.id == worker_id, w.gang_trial == place.number, w.gang_holder == place.holder)
+                .values(gang_ready=1))
+
+    def ready_members(self, holder_id: str, number: int) -> set[str]:
+        """The members of this holder's gang that have built their trainers."""
+        w = db.workers.c
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(w.id).where(
+                w.gang_trial == number, w.gang_holder == holder_id, w.gang_ready == 1)).scalars())
+
     def params(self, number: int) -> dict:
         """Trial ``number``'s parameters (a member builds its trainer from them)."""
         t = db.trials.c

@@ -3,14 +3,17 @@
 Who is in which gang is the storage's business (hpo/service/gang_offers.py);
 this module is what happens between the processes once that is decided.
 
-* **Form.** When the gang a holder recorded for the next epoch differs from the
-  one it trains with, the holder picks a free port on its host
+* **Prepare.** A worker taken into a gang builds the trial's trainer first and
+  then says so in its row (``gang_ready``); until then the holder trains on
+  without it, so a member's start-up (data, model, device) never stalls a trial.
+* **Form.** When the ready part of the gang a holder recorded for the next epoch
+  differs from the one it trains with, the holder picks a free port on its host
   (``SAAN_HPO_DIST_ADDR``: the address other machines reach it at, ``host`` or
   ``host:port``; default this host's name's address), publishes
   ``host:port`` in the members' rows and waits for them in
   ``init_process_group`` for at most ``[study] gang_timeout`` seconds. A member
-  that sees an address it has not joined builds the trial's trainer, joins as
-  its rank, and receives the holder's exact state (the checkpoint's bytes,
+  that sees an address it has not joined joins as its rank and receives the
+  holder's exact state (the checkpoint's bytes,
   broadcast): every rank then holds the same weights, optimizer and RNG.
   Formation that does not complete in time is given up with one line; the
   holder trains that epoch alone and its members go back to the pool.
@@ -108,7 +111,11 @@ class HolderLink:
 
     def start_epoch(self, gang: tuple[str, ...], epoch: int) -> tuple[str, ...]:
         """The members that train ``epoch`` with this holder: ``gang`` (as recorded by
-        the regroup before), or fewer when forming it failed or a member leaves."""
+        the regroup before) less the members still building their trainers (they join
+        at a later boundary: the holder never waits on a build), or fewer when forming
+        failed or a member leaves."""
+        ready = self.board.ready_members(self.holder_id, self.number) if gang else set()
+        gang = tuple(m for m in gang if m in ready)
         if self.members:
             same = gang == self.members
             leavers = self._exchange(TRAIN if same else DISBAND, epoch)
@@ -186,17 +193,18 @@ class HolderLink:
         _leave()
 
 
-def train_as_member(place: "Assignment", make_run: Callable[[dict], "SaanRun"], board: "GangBoard",
+def train_as_member(place: "Assignment", run: "SaanRun", board: "GangBoard",
                     worker_id: str, timeout_s: float, device: str | None,
                     stop_requested: Callable[[], bool], hard_stop: Callable[[], bool]) -> int:
     """Join the process group ``place`` names and train the holder's epochs as that rank
     until it disbands, this worker is stopped, or a rank fails; returns the epochs trained.
 
-    Values, checkpoints and records are the holder's: nothing is written here but
-    this worker's own row (freed when the gang ends, so it can be taken again)."""
+    ``run``: the trial's run, built when this worker was taken (its state is the
+    holder's, broadcast on joining). Values, checkpoints and records are the
+    holder's: nothing is written here but this worker's own row (freed when the
+    gang ends, so it can be taken again)."""
     from model.data_parallel import join
 
-    run = make_run(board.params(place.number))
     trainer = run.trainer
     try:
         join(place.address, place.rank, place.world, timeout_s, device=device)

@@ -147,6 +147,7 @@ class Worker:
         self.forms_process_groups = bool(getattr(make_run, "forms_process_groups", False))
         self.gang_place = None  # this worker's gang assignment while it is a member
         self.joined: tuple | None = None  # the last process group this worker joined as a member
+        self.prepared: tuple | None = None  # ((trial, holder), run) built for the gang it is in
 
     @classmethod
     def attach(cls, spec: StudySpec, storage_url: str, make_run: RunFactory,
@@ -251,19 +252,28 @@ class Worker:
                      place.holder, place.rank, place.epoch)
         elif place is None and before is not None:
             log.info("left trial %d's gang", before.number)
+        if place is None:
+            self.prepared = None  # the trainer built for that gang is not kept
         return place is not None
 
     def _train_as_member(self) -> bool:
         """Train the holder's epochs in its process group once it publishes one this
         worker has not joined (training runs only; replay members only wait)."""
         place = self.gang_place
-        if not self.forms_process_groups or place is None or place.address is None:
+        if not self.forms_process_groups or place is None:
+            self.prepared = None
             return False
-        group = (place.number, place.holder, place.address)
-        if group == self.joined:
-            return False  # that group is over; the holder publishes the next one
-        self.joined = group
-        train_as_member(place, self.make_run, self.gangs, self.worker_id, self.spec.gang_timeout,
+        gang = (place.number, place.holder)
+        if self.prepared is None or self.prepared[0] != gang:
+            # Build first, then say so: the holder forms only with ready members.
+            params = db.retrying(self.gangs.params, place.number, log=log)
+            self.prepared = (gang, self.make_run(params))
+            db.retrying(self.gangs.ready, self.worker_id, place, log=log)
+            return False
+        if place.address is None or (gang, place.address) == self.joined:
+            return False  # not formed yet, or that group is over: the holder publishes the next
+        self.joined = (gang, place.address)
+        train_as_member(place, self.prepared[1], self.gangs, self.worker_id, self.spec.gang_timeout,
                         self.device, self.stop_requested.is_set, self.stops.hard.is_set)
         return True
 
