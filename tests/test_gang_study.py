@@ -307,3 +307,31 @@ def test_a_study_from_before_gangs_opens_and_runs_with_them(tmp_path):
     run_threads(study, curves, workers=2, seconds=0.0)
     expected, _ = oracle(table, 2, blog_boundaries())
     assert stored_rungs(spec.storage, spec.name) == expected
+
+
+def test_fleet_workers_offer_themselves_and_train_in_gangs(tmp_path):
+    """`saan-hpo worker --storage` (the fleet worker, serving whatever the storage holds)
+    offers itself when nothing is claimable, as a single-study worker does."""
+    table = wide_margin_table()
+    curves = write_curves(tmp_path / "curves.csv", table)
+    expected, spent = oracle(table, 2, blog_boundaries())
+    study = gang_study(tmp_path, "fleet", "on")
+    spec = load_spec(study)
+    create_study(study)
+    workers = [subprocess.Popen([sys.executable, "-m", "hpo.cli", "worker", "--storage", spec.storage,
+                                 "--replay-curves", str(curves), "--replay-epoch-seconds", "0.1"],
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "SAAN_HPO_NO_PROGRESS": "1"})
+               for _ in range(3)]
+    try:
+        for w in workers:
+            w.wait(timeout=120)
+    finally:
+        for w in workers:
+            w.kill()
+    assert [w.returncode for w in workers] == [0, 0, 0]
+    assert stored_rungs(spec.storage, spec.name) == expected
+    epochs = [e for e in epoch_rows(spec.storage, spec.name) if e.kept]
+    assert len(epochs) == len({(e.number, e.epoch) for e in epochs}) == spent
+    ganged = [e for e in epochs if json.loads(e.gang_json or "[]")]
+    assert ganged, "the narrow rungs trained in gangs of fleet workers"

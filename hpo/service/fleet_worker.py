@@ -151,12 +151,15 @@ class FleetWorker:
             if not open_names:
                 log.info("every study served is finished")
                 break
+            if self._serve_gang(open_names):
+                continue
             held = db.retrying(self._claim, open_names, log=log)
             if held is not None:
                 self._train(*held)
                 continue
             for name in open_names:
                 self.studies[name]._decide_ready_rungs()
+            self._offer(open_names)
             self.stop_requested.wait(self.poll_seconds)  # a stop ends the wait
         if not self.stops.hard.is_set():
             for worker in self.studies.values():
@@ -170,6 +173,38 @@ class FleetWorker:
             worker.close()
         self.engine.dispose()
         self.optuna_storage.engine.dispose()  # the same engine on PostgreSQL: disposing twice is harmless
+
+    # ---- gangs (hpo/service/gang_offers.py) ------------------------------------
+    # A fleet worker offers itself to one study at a time, whose row it then is, so a
+    # holder of that study finds the offer as it finds a single-study worker's.
+    def _gang_studies(self, open_names: list[str]) -> list[Worker]:
+        return [self.studies[n] for n in open_names if self.studies[n].gangs is not None]
+
+    def _serve_gang(self, open_names: list[str]) -> bool:
+        """As a member of a gang in the study its row is in: wait, prepare or train (True);
+        False when it is in none and may claim (its offer retracted first)."""
+        studies = self._gang_studies(open_names)
+        if not studies:
+            return False
+        with self.engine.connect() as conn:
+            current = conn.execute(sa.select(db.workers.c.study).where(
+                db.workers.c.id == self.worker_id)).scalar_one_or_none()
+        worker = next((w for w in studies if w.spec.name == current), None)
+        if worker is not None and worker._in_gang():
+            if not worker._train_as_member():
+                self.stop_requested.wait(self.poll_seconds)
+            return True
+        if not db.retrying(studies[0].gangs.retract, self.worker_id, log=log):
+            return True  # a holder took this offer just now: the next turn finds the gang
+        return False
+
+    def _offer(self, open_names: list[str]) -> None:
+        """Nothing to claim anywhere: offer this worker to the open study of the highest
+        priority (then the first by name) whose gangs are on for its device kind."""
+        studies = self._gang_studies(open_names)
+        if studies:
+            worker = min(studies, key=lambda w: (-w.spec.priority, w.spec.name))
+            db.retrying(worker.gangs.offer, self.worker_id, worker.device_kind, log=log)
 
     def _claim(self, open_names: list[str]):
         """(study worker, claim) from the first study in the rule's order that has a trial."""

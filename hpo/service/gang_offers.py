@@ -77,11 +77,14 @@ class GangBoard:
 
     # ---- the member's side ------------------------------------------------
     def offer(self, worker_id: str, kind: str) -> None:
-        """Offer this worker (nothing to claim); an existing assignment is kept."""
+        """Offer this worker (nothing to claim) to this study; an existing assignment is
+        kept. A fleet worker's row moves to this study with its offer; one that is a
+        member elsewhere stays there (its assignment is that study's)."""
         w = db.workers.c
         with self.engine.begin() as conn:
-            conn.execute(db.workers.update().where(w.id == worker_id, w.study == self.study)
-                         .values(gang_offer=kind, heartbeat_at=time.time()))
+            conn.execute(db.workers.update().where(
+                w.id == worker_id, sa.or_(w.study == self.study, w.gang_trial.is_(None)))
+                .values(study=self.study, gang_offer=kind, heartbeat_at=time.time()))
 
     def retract(self, worker_id: str) -> bool:
         """Withdraw this worker's offer before it tries to claim, unless a holder has just
