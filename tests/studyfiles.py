@@ -243,6 +243,22 @@ def holder_of_a_trial_mid_rung(storage: str, rung_at_least: int, deadline: float
     raise AssertionError("no worker reached the middle of a rung in time")
 
 
+def first_row_within(storage: str, query, deadline: float, what: str, pause: float = 0.05):
+    """Poll ``query`` until it returns a row (by ``deadline``, time.monotonic()), else fail
+    saying ``what`` did not happen."""
+    engine = db.create_service_engine(storage)
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                row = conn.execute(query).first()
+            if row is not None:
+                return row
+            time.sleep(pause)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"{what} in time")
+
+
 def worker_pid(storage: str, worker_id: str) -> int:
     engine = db.create_service_engine(storage)
     with engine.connect() as conn:

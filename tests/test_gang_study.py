@@ -26,8 +26,8 @@ from hpo.service.stops import StopRequests
 from hpo.service.study import open_or_create
 from hpo.service.trial_runs import run_factory
 from hpo.service.worker import Worker
-from studyfiles import (blog_boundaries, cli, create_study, epoch_rows, grid_points, oracle,
-                        stored_rungs, study_rows, write_curves, write_study)
+from studyfiles import (blog_boundaries, cli, create_study, epoch_rows, first_row_within,
+                        grid_points, oracle, stored_rungs, study_rows, write_curves, write_study)
 from test_study_cli import one_error_line
 
 
@@ -235,20 +235,11 @@ def test_a_study_with_gangs_decides_as_without(tmp_path):
 
 # ---- a gang member SIGKILLed mid-epoch ------------------------------------------------------------
 def a_gang_member(storage: str, study: str, deadline: float):
-    engine = db.create_service_engine(storage)
     w, t = db.workers.c, db.trials.c
-    try:
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                row = conn.execute(sa.select(w.id, w.pid, w.gang_trial).join(
-                    db.trials, sa.and_(t.study == w.study, t.number == w.gang_trial)).where(
-                    w.study == study, t.state == "running", t.rung >= 3)).first()
-            if row is not None:
-                return row
-            time.sleep(0.02)
-    finally:
-        engine.dispose()
-    raise AssertionError("no gang formed in time")
+    return first_row_within(storage, sa.select(w.id, w.pid, w.gang_trial).join(
+        db.trials, sa.and_(t.study == w.study, t.number == w.gang_trial)).where(
+        w.study == study, t.state == "running", t.rung >= 3), deadline, "no gang formed",
+        pause=0.02)
 
 
 def test_a_gang_member_sigkilled_mid_epoch_blocks_nobody(tmp_path):

@@ -29,8 +29,8 @@ import sqlalchemy as sa
 
 from hpo.scheduling.spec import load_spec
 from hpo.service import db
-from studyfiles import (create_study, epoch_rows, in_process, stored_rungs, study_rows,
-                        worker_pid)
+from studyfiles import (create_study, epoch_rows, first_row_within, in_process, stored_rungs,
+                        study_rows, worker_pid)
 
 VALUE_TOLERANCE = 1e-5  # absolute, the stored SRCC
 LOSS_TOLERANCE = 1e-5  # relative, the epoch's training loss
@@ -111,19 +111,19 @@ def wait_all(workers: list[subprocess.Popen], timeout: float = 240) -> list[int]
 def a_member_in_a_group(study: Path, deadline: float):
     """The worker row of a gang member once its holder has published the process group."""
     spec = load_spec(study)
-    engine = db.create_service_engine(spec.storage)
     w = db.workers.c
-    try:
-        while time.monotonic() < deadline:
-            with engine.connect() as conn:
-                row = conn.execute(sa.select(w.id, w.pid, w.gang_trial, w.gang_holder).where(
-                    w.study == spec.name, w.gang_addr.is_not(None))).first()
-            if row is not None:
-                return row
-            time.sleep(0.05)
-    finally:
-        engine.dispose()
-    raise AssertionError("no process group was published in time")
+    return first_row_within(spec.storage, sa.select(w.id, w.pid, w.gang_trial, w.gang_holder).where(
+        w.study == spec.name, w.gang_addr.is_not(None)), deadline, "no process group was published")
+
+
+def two_workers_in_a_gang(tmp_path: Path, name: str):
+    """(study, logs, workers, the member's row): two workers on a study whose survivor
+    trains epochs 2-5, once the holder has published its process group."""
+    study = training_study(tmp_path, name, "on", last_rung=5, train_images=160)
+    create_study(study)
+    logs = tmp_path / "logs"
+    workers = start_workers(study, 2, logs)
+    return study, logs, workers, a_member_in_a_group(study, time.monotonic() + 120)
 
 
 def assert_study_whole(study: Path, planned: int) -> None:
@@ -177,11 +177,7 @@ def test_a_member_sigkilled_mid_epoch_discards_the_epoch_and_the_trial_goes_on(t
 
 
 def test_sigterm_to_a_member_lets_it_leave_at_the_epoch_boundary(tmp_path):
-    study = training_study(tmp_path, "term-member", "on", last_rung=5, train_images=160)
-    create_study(study)
-    logs = tmp_path / "logs"
-    workers = start_workers(study, 2, logs)
-    member = a_member_in_a_group(study, time.monotonic() + 120)
+    study, logs, workers, member = two_workers_in_a_gang(tmp_path, "term-member")
     time.sleep(0.5)
     os.kill(member.pid, signal.SIGTERM)
     assert wait_all(workers) == [0, 0]
@@ -196,11 +192,7 @@ def test_sigterm_to_a_member_lets_it_leave_at_the_epoch_boundary(tmp_path):
 def test_sigterm_to_the_holder_hands_the_trial_to_its_member(tmp_path):
     """The holder finishes and checkpoints the epoch in flight, releases the trial and
     exits 0; its member goes back to the pool, claims the trial and finishes it."""
-    study = training_study(tmp_path, "term-holder", "on", last_rung=5, train_images=160)
-    create_study(study)
-    logs = tmp_path / "logs"
-    workers = start_workers(study, 2, logs)
-    member = a_member_in_a_group(study, time.monotonic() + 120)
+    study, logs, workers, member = two_workers_in_a_gang(tmp_path, "term-holder")
     time.sleep(0.3)
     holder_pid = worker_pid(load_spec(study).storage, member.gang_holder)
     os.kill(holder_pid, signal.SIGTERM)
