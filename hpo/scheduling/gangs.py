@@ -33,8 +33,8 @@ while a floor of 8 cost the blog grid most of its gain: its last two rungs are l
 by a batch-16 trial, which 8 held to 2 of 8 workers for 24 of the study's 80
 epochs (bench/RESULTS.md: 44 % busy, 2.26x ideal with 8 workers). 2 rather than
 1 is a hedge, not a finding: a rank of one image would be nothing but fixed
-cost. Still a starting value, not a measurement: only replay workers form gangs so far, and no
-GPU has been lent to measure the step time by per-rank batch; raise it per study
+cost. Still a starting value, not a measurement: no GPU has been lent since gangs
+train for real, so the step time by per-rank batch is unmeasured; raise it per study
 where that measurement says so. The blog grid's batches 64, 32, 16, 8 may then
 spread over 8, 8, 8 and 4 ranks.
 
